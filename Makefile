@@ -1,0 +1,42 @@
+# lit_info: one-command set-up, tests, demo and benchmarks.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-slow test-all demo bench lint tensorboard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m lit_info.demo
+
+bench: setup
+	$(PY) benchmarks/throughput.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir logs
+
+clean:
+	rm -rf logs lightning_logs .pytest_cache
