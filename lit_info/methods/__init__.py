@@ -1,0 +1,6 @@
+"""LightningModules, one file per method."""
+
+from lit_info.methods.classifier import Classifier
+from lit_info.methods.limit import LIMIT
+
+__all__ = ["Classifier", "LIMIT"]

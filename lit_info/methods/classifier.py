@@ -1,0 +1,161 @@
+"""Standard classifier with the noisy-label baselines of Harutyunyan et al. (ICML 2020).
+
+One LightningModule, the loss chosen by name:
+
+- ``ce``: cross-entropy (the standard baseline, which memorizes noisy labels);
+- ``mae``, ``mse``: mean absolute / squared error between softmax and one-hot;
+- ``gce``: generalized cross-entropy (Zhang & Sabuncu 2018), parameter ``gce_q``;
+- ``fw``: forward correction (Patrini et al. 2017) with a transition matrix either given or
+  estimated at the start of training from a cross-entropy checkpoint (``transition_from``);
+- ``dmi``: the determinant-based mutual information loss (Xu et al. 2019), usually started
+  from a cross-entropy checkpoint (``init_from``);
+
+and, for any loss, Gaussian or Laplace noise added to the gradient w.r.t. the logits
+(``grad_noise``, ``grad_noise_scale``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lit_info.losses import LOSS_NAMES, add_logit_gradient_noise, estimate_transition_matrix, make_loss
+from lit_info.methods.base import (
+    Batch,
+    ImageClassificationModule,
+    check_finite_loss,
+    load_state_dict_from_checkpoint,
+)
+
+
+class Classifier(ImageClassificationModule):
+    """Image classifier trained with a (possibly noise-robust) loss on noisy labels.
+
+    Args:
+        num_classes: number of classes (linked from the datamodule by the CLI).
+        input_shape: ``(channels, height, width)`` (linked from the datamodule by the CLI).
+        net: network name (see :func:`lit_info.nets.build_net`).
+        net_kwargs: extra network arguments.
+        loss: one of ``ce, mae, mse, gce, fw, dmi``.
+        gce_q: the ``q`` of the GCE loss, in (0, 1].
+        transition_matrix: a ``k x k`` row-stochastic matrix ``T[i, j] = P(noisy j | clean i)``
+            for ``loss="fw"``.
+        transition_from: a checkpoint of a CE classifier trained on the same noisy data; the
+            transition matrix is estimated from its softmax outputs on the training set
+            (Patrini et al.'s anchor-point estimator) when fitting starts.
+        transition_quantile: the anchor-point quantile of that estimator (0.97 in the paper).
+        init_from: a checkpoint whose classifier weights initialize this network (e.g. DMI
+            fine-tuning from CE).
+        grad_noise: add ``"gaussian"`` or ``"laplace"`` noise to the gradient at the logits.
+        grad_noise_scale: standard deviation of that noise (see
+            :func:`lit_info.losses.add_logit_gradient_noise`).
+        optimizer, lr, weight_decay, momentum, lr_milestones, lr_gamma: see
+            :class:`~lit_info.methods.base.ImageClassificationModule`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        net: str = "mnist_cnn",
+        net_kwargs: dict[str, Any] | None = None,
+        loss: Literal["ce", "mae", "mse", "gce", "fw", "dmi"] = "ce",
+        gce_q: float = 0.7,
+        transition_matrix: list[list[float]] | None = None,
+        transition_from: str | None = None,
+        transition_quantile: float = 0.97,
+        init_from: str | None = None,
+        grad_noise: Literal["gaussian", "laplace"] | None = None,
+        grad_noise_scale: float = 0.0,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        lr_milestones: list[int] | None = None,
+        lr_gamma: float = 0.1,
+    ) -> None:
+        super().__init__(
+            num_classes, input_shape, net, net_kwargs, optimizer, lr, weight_decay, momentum,
+            lr_milestones, lr_gamma,
+        )
+        self.save_hyperparameters()
+        if loss not in LOSS_NAMES:
+            raise ValueError(f"loss must be one of {LOSS_NAMES}, got {loss!r}")
+        if loss == "fw" and transition_matrix is None and transition_from is None:
+            raise ValueError(
+                "loss='fw' needs a transition matrix: give transition_matrix (k x k) or "
+                "transition_from (a checkpoint of a CE model trained on the same noisy data)"
+            )
+        if grad_noise is not None and grad_noise not in ("gaussian", "laplace"):
+            raise ValueError(f"grad_noise must be 'gaussian', 'laplace' or null, got {grad_noise!r}")
+        if grad_noise_scale < 0:
+            raise ValueError(f"grad_noise_scale must be >= 0, got {grad_noise_scale}")
+        transition = None
+        if transition_matrix is not None:
+            transition = torch.as_tensor(transition_matrix, dtype=torch.float32)
+            if transition.shape != (self.num_classes, self.num_classes):
+                raise ValueError(
+                    f"transition_matrix must be {self.num_classes} x {self.num_classes}, "
+                    f"got shape {tuple(transition.shape)}"
+                )
+        # a buffer, so a checkpoint of an FW model carries its matrix
+        self.register_buffer(
+            "transition", transition if transition is not None else torch.eye(self.num_classes)
+        )
+        if init_from is not None:
+            self.net.load_state_dict(load_state_dict_from_checkpoint(init_from))
+        make_loss(loss, self.num_classes, gce_q=gce_q, transition=self.transition)  # validates
+
+    def loss_fn(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The configured training loss (built per call so the FW matrix follows the device)."""
+        hp = self.hparams
+        transition = self.transition if hp.loss == "fw" else None
+        return make_loss(hp.loss, self.num_classes, gce_q=hp.gce_q, transition=transition)(
+            logits, targets
+        )
+
+    def on_fit_start(self) -> None:
+        """Estimate the forward-correction matrix from ``transition_from`` when asked."""
+        hp = self.hparams
+        if hp.loss != "fw" or hp.transition_from is None or hp.transition_matrix is not None:
+            return
+        self.transition.copy_(self.estimate_transition(hp.transition_from))
+
+    @torch.no_grad()
+    def estimate_transition(self, checkpoint: str) -> Tensor:
+        """Estimate ``T`` from a CE checkpoint's softmax outputs on the training set.
+
+        Args:
+            checkpoint: path of a CE classifier checkpoint with the same architecture.
+
+        Returns:
+            The ``k x k`` transition matrix estimate (rows sum to one).
+        """
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "train_eval_dataloader"):
+            raise RuntimeError(
+                "estimating the transition matrix needs a datamodule with train_eval_dataloader()"
+            )
+        reference = self.build_network(self.hparams.net, self.hparams.net_kwargs).to(self.device)
+        reference.load_state_dict(load_state_dict_from_checkpoint(checkpoint))
+        reference.eval()
+        probs = [
+            torch.softmax(reference(x.to(self.device)), dim=1)
+            for x, _, _ in dm.train_eval_dataloader()
+        ]
+        return estimate_transition_matrix(torch.cat(probs), self.hparams.transition_quantile)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """One step of the configured loss on the given (noisy) labels."""
+        x, y, _ = batch
+        logits = self(x)
+        if self.hparams.grad_noise is not None and self.hparams.grad_noise_scale > 0:
+            logits = add_logit_gradient_noise(
+                logits, self.hparams.grad_noise, self.hparams.grad_noise_scale
+            )
+        loss = self.loss_fn(logits, y)
+        check_finite_loss(loss, self, batch_idx)
+        self.log_train_metrics(loss, logits, y)
+        return loss

@@ -1,0 +1,162 @@
+"""LIMIT: limiting label-noise information in the weights (Harutyunyan et al., ICML 2020).
+
+The classifier never sees a label. An auxiliary network ``q`` of the same architecture sees the
+input only and predicts the gradient of the loss w.r.t. the classifier's logits:
+
+    g_hat = softmax(a).detach() - softmax(q(x))
+
+The classifier is trained only through ``g_hat`` (injected at the logits; nothing from the true
+labels reaches it). ``q`` is trained to match the true cross-entropy gradient
+``g = softmax(a).detach() - onehot(y)`` with a Gaussian (squared error, LIMIT_G) or Laplace
+(absolute error, LIMIT_L) likelihood, plus ``beta * mean ||g_hat||^2``, which limits how much
+label information the predicted gradients (and hence the weights) can carry. Optionally the
+injected gradient is sampled around ``g_hat`` (Gaussian std ``sqrt(1 / (2 lamb))`` or Laplace
+scale ``1 / lamb``, as in the authors' release), and ``q`` can start from a trained CE model
+("+init").
+
+Implementation note: the injection uses the surrogate ``mean_i <a_i, g_used_i>``, whose gradient
+w.r.t. the logits is exactly ``g_used / N``; the authors' release injects the per-sample sum
+``g_used``, which differs by the constant ``N`` that Adam's normalization removes. One optimizer
+updates both networks: the surrogate only reaches the classifier (``g_used`` is detached) and the
+``q`` losses only reach ``q`` (``softmax(a)`` is detached).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_info.methods.base import (
+    Batch,
+    ImageClassificationModule,
+    check_finite_loss,
+    load_state_dict_from_checkpoint,
+)
+
+
+def predicted_gradient(classifier_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """The LIMIT gradient prediction ``softmax(a).detach() - softmax(q)``.
+
+    Args:
+        classifier_logits: logits ``a`` of the classifier, ``(N, k)``.
+        q_logits: logits of the gradient-predicting network ``q``, ``(N, k)``.
+
+    Returns:
+        ``(N, k)`` predicted gradient of the cross-entropy w.r.t. ``a``; differentiable only
+        w.r.t. ``q_logits``.
+    """
+    return torch.softmax(classifier_logits.detach(), dim=1) - torch.softmax(q_logits, dim=1)
+
+
+def true_gradient(classifier_logits: Tensor, targets: Tensor) -> Tensor:
+    """The gradient of the per-sample cross-entropy w.r.t. the logits, ``softmax(a) - onehot(y)``.
+
+    Args:
+        classifier_logits: logits ``(N, k)``.
+        targets: integer labels ``(N,)``.
+
+    Returns:
+        ``(N, k)`` tensor, detached from the graph.
+    """
+    probs = torch.softmax(classifier_logits.detach(), dim=1)
+    return probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)
+
+
+class LIMIT(ImageClassificationModule):
+    """LIMIT_G / LIMIT_L training with a gradient-predicting auxiliary network.
+
+    Args:
+        num_classes: number of classes (linked from the datamodule by the CLI).
+        input_shape: ``(channels, height, width)`` (linked from the datamodule by the CLI).
+        net: architecture of both the classifier and ``q`` (see :func:`lit_info.nets.build_net`).
+        net_kwargs: extra network arguments.
+        q_dist: ``"gaussian"`` (LIMIT_G, squared error) or ``"laplace"`` (LIMIT_L, absolute error).
+        beta: weight of the ``mean ||g_hat||^2`` penalty (the authors' ``grad_weight_decay``).
+        sample_gradient: inject a sample around ``g_hat`` instead of ``g_hat`` itself.
+        lamb: the precision-like parameter of that sampling (Gaussian std ``sqrt(1/(2 lamb))``,
+            Laplace scale ``1/lamb``); ignored unless ``sample_gradient``.
+        q_init_from: checkpoint of a trained CE classifier whose weights initialize ``q``
+            ("LIMIT+init").
+        warm_up_epochs: epochs during which only ``q`` is trained.
+        optimizer, lr, weight_decay, momentum, lr_milestones, lr_gamma: see
+            :class:`~lit_info.methods.base.ImageClassificationModule`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        net: str = "mnist_cnn",
+        net_kwargs: dict[str, Any] | None = None,
+        q_dist: Literal["gaussian", "laplace"] = "gaussian",
+        beta: float = 0.0,
+        sample_gradient: bool = False,
+        lamb: float = 1.0,
+        q_init_from: str | None = None,
+        warm_up_epochs: int = 0,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        lr_milestones: list[int] | None = None,
+        lr_gamma: float = 0.1,
+    ) -> None:
+        super().__init__(
+            num_classes, input_shape, net, net_kwargs, optimizer, lr, weight_decay, momentum,
+            lr_milestones, lr_gamma,
+        )
+        self.save_hyperparameters()
+        if q_dist not in ("gaussian", "laplace"):
+            raise ValueError(f"q_dist must be 'gaussian' or 'laplace', got {q_dist!r}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if sample_gradient and lamb <= 0:
+            raise ValueError(f"lamb must be positive when sample_gradient is true, got {lamb}")
+        if warm_up_epochs < 0:
+            raise ValueError(f"warm_up_epochs must be >= 0, got {warm_up_epochs}")
+        self.q_net = self.build_network(net, net_kwargs)
+        if q_init_from is not None:
+            self.q_net.load_state_dict(load_state_dict_from_checkpoint(q_init_from))
+
+    def predicted_logit_gradient(self, x: Tensor) -> Tensor:
+        """``g_hat`` for a batch of inputs (used by monitors)."""
+        return predicted_gradient(self.net(x), self.q_net(x))
+
+    def sample_around(self, g_hat: Tensor) -> Tensor:
+        """Sample the injected gradient around ``g_hat`` (detached)."""
+        lamb = self.hparams.lamb
+        if self.hparams.q_dist == "gaussian":
+            return g_hat + torch.randn_like(g_hat) * math.sqrt(1.0 / (2.0 * lamb))
+        laplace = torch.distributions.Laplace(torch.zeros_like(g_hat), 1.0 / lamb)
+        return g_hat + laplace.sample()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Train ``q`` on the true gradient and the classifier on the predicted one."""
+        x, y, _ = batch
+        logits = self.net(x)
+        q_logits = self.q_net(x)
+        g_hat = predicted_gradient(logits, q_logits)
+        g = true_gradient(logits, y)
+        diff = g_hat - g
+        if self.hparams.q_dist == "gaussian":
+            info_penalty = diff.pow(2).sum(dim=1).mean()
+        else:
+            info_penalty = diff.abs().sum(dim=1).mean()
+        norm_penalty = g_hat.pow(2).sum(dim=1).mean()
+        g_used = g_hat.detach()
+        if self.hparams.sample_gradient:
+            g_used = self.sample_around(g_used)
+        train_classifier = float(self.current_epoch >= self.hparams.warm_up_epochs)
+        surrogate = (logits * g_used).sum(dim=1).mean() * train_classifier
+        loss = surrogate + info_penalty + self.hparams.beta * norm_penalty
+
+        ce = F.cross_entropy(logits.detach(), y)
+        check_finite_loss(ce + info_penalty.detach() + norm_penalty.detach(), self, batch_idx)
+        self.log_train_metrics(ce, logits, y)
+        self.log("train/info_penalty", info_penalty, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("train/grad_norm_sq", norm_penalty, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
