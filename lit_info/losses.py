@@ -1,7 +1,9 @@
 """Noise-robust classification losses, a transition-matrix estimator and gradient noise.
 
 All losses take ``logits`` of shape ``(N, k)`` and integer ``targets`` of shape ``(N,)`` with
-values in ``[0, k)`` and return the scalar batch mean unless stated otherwise.
+values in ``[0, k)`` and return the scalar batch mean unless stated otherwise. Shapes and
+dtypes are always validated; the target range is validated for CPU tensors only (on an
+accelerator the check would cost a host sync per step; torch asserts on the device instead).
 
 References:
     * A. Ghosh, H. Kumar, P. S. Sastry, "Robust loss functions under label noise for deep

@@ -440,7 +440,8 @@ class NoisyImageDataModule(pl.LightningDataModule):
         noise_level: Corruption probability in ``[0, 1)``; must be 0 when ``noise_type`` is None.
         noise_seed: Seed of the label noise.
         val_size: Validation set carved from the pool: a fraction in ``[0, 1)`` (rounded to the
-            nearest count) or a count ``>= 0``.
+            nearest count) or a count ``>= 0`` (an int, or an integral float ``>= 1``). The
+            annotation is ``int | float`` (int first) so that jsonargparse keeps ``5000`` an int.
         split_seed: Seed of the train/val split, the ``train_subset`` shuffle and the training
             sampler's shuffling.
         noisy_validation: Validation labels noisy (``True``) or clean (``False``).
@@ -470,7 +471,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
         noise_type: Literal["uniform", "pair"] | None = None,
         noise_level: float = 0.0,
         noise_seed: int = 0,
-        val_size: float | int = 0.1,
+        val_size: int | float = 0.1,
         split_seed: int = 0,
         noisy_validation: bool = True,
         train_from_test_set: int | None = None,
@@ -507,6 +508,8 @@ class NoisyImageDataModule(pl.LightningDataModule):
         for name, value in (("noise_seed", noise_seed), ("split_seed", split_seed)):
             if not _is_int(value) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(val_size, float) and val_size >= 1 and val_size.is_integer():
+            val_size = int(val_size)  # e.g. "5000.0" from a config: a count
         if _is_int(val_size):
             if val_size < 0:
                 raise ValueError(f"val_size must be a count >= 0 or a fraction in [0, 1), "

@@ -1,0 +1,373 @@
+"""Training throughput of the lit_info LightningModules versus a plain PyTorch loop.
+
+Trains the same network on the same synthetic in-memory data (random normal images, random
+labels, a ``TensorDataset`` that also yields the sample index, as lit_info's datamodules do) with
+
+- ``plain``: a hand-written loop (``model.train()``, ``zero_grad``/``backward``/``step``);
+- ``lightning``: ``Trainer.fit`` on :class:`lit_info.methods.classifier.Classifier`;
+
+and, unless ``--methods classifier`` is given, the same pair for LIMIT (two networks):
+
+- ``plain-limit``: LIMIT's update written out by hand (one Adam over both networks);
+- ``lightning-limit``: ``Trainer.fit`` on :class:`lit_info.methods.limit.LIMIT`.
+
+Every variant runs one untimed warm-up epoch followed by ``--epochs`` timed epochs; the variants
+are interleaved (``--repeats`` rounds, the order alternating every round) so that drift of a noisy
+machine affects all of them alike, and the median over rounds is reported. For Lightning the
+timed span is ``on_train_epoch_start`` to ``on_train_epoch_end`` of a callback, so Trainer
+start-up and tear-down are excluded; for the plain loop it is the same span (creating the
+DataLoader iterator up to the end of the last optimizer step).
+
+The overhead is the extra time per sample of Lightning: ``plain_sps / lightning_sps - 1``.
+
+Run ``python benchmarks/throughput.py --help`` for the options; ``make bench`` runs the defaults.
+With ``--ablation`` a third classifier variant, ``lightning-bare`` (the same module with a
+training step that only computes the loss: no metrics, no ``self.log``, no finite-loss check),
+separates the cost of the Trainer loop from the cost of the module's per-step logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lightning
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_info.methods.classifier import Classifier
+from lit_info.methods.limit import LIMIT
+from lit_info.nets import NET_NAMES, build_net
+
+NUM_CLASSES = 10
+INPUT_SHAPE = (1, 28, 28)
+SEED = 0
+
+
+# --------------------------------------------------------------------------------------------
+# data and timing helpers
+# --------------------------------------------------------------------------------------------
+def make_dataset(num_samples: int, input_shape: tuple[int, int, int]) -> TensorDataset:
+    """Random normal images, random labels and the sample index, all in memory."""
+    gen = torch.Generator().manual_seed(SEED)
+    x = torch.randn(num_samples, *input_shape, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=gen)
+    return TensorDataset(x, y, torch.arange(num_samples))
+
+
+def make_loader(dataset: TensorDataset, batch_size: int) -> DataLoader:
+    """The DataLoader used by every variant (same batch size, shuffle order and workers)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(SEED),
+    )
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class EpochTimes:
+    """Per-epoch wall-clock durations and sample counts of one run (warm-up included)."""
+
+    seconds: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+
+    def throughput(self, skip: int) -> float:
+        """Samples per second over all epochs after the first ``skip`` (warm-up) epochs."""
+        secs, count = sum(self.seconds[skip:]), sum(self.samples[skip:])
+        if not secs or not count:
+            raise RuntimeError(f"no timed epochs recorded (got {len(self.seconds)} epochs)")
+        return count / secs
+
+
+class EpochTimer(pl.Callback):
+    """Records ``time.perf_counter()`` at train-epoch start/end and counts the samples seen."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times = EpochTimes()
+        self._start = 0.0
+        self._count = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        self._count = 0
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._count += int(batch[0].shape[0])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        self.times.seconds.append(time.perf_counter() - self._start)
+        self.times.samples.append(self._count)
+
+
+# --------------------------------------------------------------------------------------------
+# plain PyTorch loops
+# --------------------------------------------------------------------------------------------
+def plain_classifier(
+    loader: DataLoader, net: str, lr: float, epochs: int, device: torch.device
+) -> EpochTimes:
+    """Hand-written cross-entropy training loop of the same network and optimizer."""
+    torch.manual_seed(SEED)
+    model = build_net(net, NUM_CLASSES, INPUT_SHAPE).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    times = EpochTimes()
+    for _ in range(epochs):
+        sync(device)
+        start, count = time.perf_counter(), 0
+        for x, y, _index in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            count += x.shape[0]
+        sync(device)
+        times.seconds.append(time.perf_counter() - start)
+        times.samples.append(count)
+    return times
+
+
+def plain_limit(
+    loader: DataLoader, net: str, lr: float, epochs: int, device: torch.device
+) -> EpochTimes:
+    """Hand-written LIMIT_G update (beta = 0, no sampling): classifier ``a`` and predictor ``q``.
+
+    ``q`` is fitted to the true cross-entropy gradient ``softmax(a) - onehot(y)`` with a squared
+    error; the classifier receives ``softmax(a) - softmax(q)`` (detached) at its logits through the
+    surrogate ``mean <a, g_hat>``. One Adam optimizer over both networks, as in the module.
+    """
+    torch.manual_seed(SEED)
+    classifier = build_net(net, NUM_CLASSES, INPUT_SHAPE).to(device)
+    predictor = build_net(net, NUM_CLASSES, INPUT_SHAPE).to(device)
+    params = list(classifier.parameters()) + list(predictor.parameters())
+    optimizer = torch.optim.Adam(params, lr=lr)
+    classifier.train()
+    predictor.train()
+    times = EpochTimes()
+    for _ in range(epochs):
+        sync(device)
+        start, count = time.perf_counter(), 0
+        for x, y, _index in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            logits = classifier(x)
+            probs = torch.softmax(logits.detach(), dim=1)
+            g_hat = probs - torch.softmax(predictor(x), dim=1)
+            g_true = probs - F.one_hot(y, NUM_CLASSES).to(probs.dtype)
+            info_penalty = (g_hat - g_true).pow(2).sum(dim=1).mean()
+            surrogate = (logits * g_hat.detach()).sum(dim=1).mean()
+            (surrogate + info_penalty).backward()
+            optimizer.step()
+            count += x.shape[0]
+        sync(device)
+        times.seconds.append(time.perf_counter() - start)
+        times.samples.append(count)
+    return times
+
+
+# --------------------------------------------------------------------------------------------
+# Lightning runs
+# --------------------------------------------------------------------------------------------
+class BareClassifier(Classifier):
+    """Ablation: the classifier with a training step that only computes the loss."""
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y, _ = batch
+        return F.cross_entropy(self(x), y)
+
+
+def lightning_fit(
+    module_factory: Callable[[], pl.LightningModule],
+    loader: DataLoader,
+    epochs: int,
+    device: torch.device,
+) -> EpochTimes:
+    """Fit a module with a bare Trainer (no logger, checkpoints, progress bar or validation)."""
+    torch.manual_seed(SEED)
+    module = module_factory()
+    timer = EpochTimer(device)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=device.type,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.times
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults finish in well under 3 minutes on 2 CPU cores)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=8192, help="synthetic training samples")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per run (after 1 warm-up)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; median reported")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: CPU count)"
+    )
+    p.add_argument("--net", default="mnist_cnn", choices=NET_NAMES)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("classifier", "limit"),
+        default=["classifier", "limit"],
+        help="which method pairs to benchmark",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time 'lightning-bare' (classifier without metrics/logging in training_step)",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)"
+    )
+    p.add_argument(
+        "--max-overhead",
+        type=float,
+        default=None,
+        help="exit with status 1 when an overhead (percent) exceeds this value",
+    )
+    args = p.parse_args(argv)
+    for name in ("samples", "batch_size", "epochs", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.lr <= 0:
+        p.error(f"--lr must be positive, got {args.lr}")
+    return args
+
+
+def quiet_lightning() -> None:
+    """Silence Trainer start-up messages and the few-workers / tensor-core hints."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Tensor Cores.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.14 vs lightning 2.6
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print a table and ``key: value`` lines; return the exit status."""
+    args = parse_args(argv)
+    quiet_lightning()
+    if args.device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("--device cuda requested but CUDA is not available", file=sys.stderr)
+            return 2
+        if device.type not in ("cpu", "cuda"):
+            print(f"--device must be cpu or cuda, got {args.device!r}", file=sys.stderr)
+            return 2
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+
+    dataset = make_dataset(args.samples, INPUT_SHAPE)
+    loader = make_loader(dataset, args.batch_size)
+    total_epochs = 1 + args.epochs  # one warm-up epoch, excluded from the timings
+    hp = {"num_classes": NUM_CLASSES, "input_shape": INPUT_SHAPE, "net": args.net, "lr": args.lr}
+
+    variants: dict[str, Callable[[], EpochTimes]] = {}
+    if "classifier" in args.methods:
+        variants["plain"] = lambda: plain_classifier(
+            loader, args.net, args.lr, total_epochs, device
+        )
+        variants["lightning"] = lambda: lightning_fit(
+            lambda: Classifier(loss="ce", **hp), loader, total_epochs, device
+        )
+        if args.ablation:
+            variants["lightning-bare"] = lambda: lightning_fit(
+                lambda: BareClassifier(loss="ce", **hp), loader, total_epochs, device
+            )
+    if "limit" in args.methods:
+        variants["plain-limit"] = lambda: plain_limit(
+            loader, args.net, args.lr, total_epochs, device
+        )
+        variants["lightning-limit"] = lambda: lightning_fit(
+            lambda: LIMIT(q_dist="gaussian", **hp), loader, total_epochs, device
+        )
+
+    print(
+        f"device: {device.type}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    print(f"threads: {torch.get_num_threads()}")
+    print(f"torch: {torch.__version__}")
+    print(f"lightning: {lightning.__version__}")
+    print(f"python: {platform.python_version()}")
+    print(
+        f"config: net={args.net} samples={args.samples} batch_size={args.batch_size} "
+        f"epochs={args.epochs} (+1 warm-up) repeats={args.repeats} lr={args.lr}"
+    )
+    sys.stdout.flush()
+
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for rep in range(args.repeats):
+        order = names if rep % 2 == 0 else names[::-1]
+        for name in order:
+            sps = variants[name]().throughput(skip=1)
+            results[name].append(sps)
+            print(f"  round {rep + 1}/{args.repeats} {name:16s} {sps:10.1f} samples/s", flush=True)
+
+    median = {name: statistics.median(vals) for name, vals in results.items()}
+    print()
+    print(f"{'variant':16s} {'median':>10s} {'min':>10s} {'max':>10s}  (samples/s)")
+    for name, vals in results.items():
+        print(f"{name:16s} {median[name]:10.1f} {min(vals):10.1f} {max(vals):10.1f}")
+    print()
+    for name in results:
+        print(f"throughput {name} samples/s: {median[name]:.1f}")
+
+    pairs = [("lightning", "plain"), ("lightning-bare", "plain"), ("lightning-limit", "plain-limit")]
+    worst = float("-inf")
+    for lit, plain in pairs:
+        if lit in median and plain in median:
+            overhead = 100.0 * (median[plain] / median[lit] - 1.0)
+            worst = max(worst, overhead)
+            print(f"{lit} overhead: {overhead:.1f}%")
+    if args.max_overhead is not None and worst > args.max_overhead:
+        print(f"FAIL: overhead {worst:.1f}% above --max-overhead {args.max_overhead}%")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
