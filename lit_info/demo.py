@@ -16,7 +16,7 @@ import torch
 from lit_info.cli import main as cli_main
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"
-RUNS = {"cross-entropy": "digits_uniform0.8_ce.yaml", "LIMIT_G": "digits_uniform0.8_limit.yaml"}
+RUNS = {"cross-entropy": "digits_uniform0.8_ce.yaml", "LIMIT_L": "digits_uniform0.8_limit.yaml"}
 
 
 def run_one(config: Path, extra_args: list[str]) -> dict[str, float]:
@@ -31,12 +31,13 @@ def run_one(config: Path, extra_args: list[str]) -> dict[str, float]:
     """
     cli = cli_main(["--config", str(config), *extra_args], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    metrics = {"test_acc": float(test["test/acc"])}
+    metrics = {}
     for key in ("corrupted_acc_given", "clean_acc", "corrupted_acc_true"):
         value = cli.trainer.callback_metrics.get(f"memorization/{key}")
         if value is not None:
             metrics[key] = float(value)
+    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    metrics["test_acc"] = float(test["test/acc"])
     return metrics
 
 
