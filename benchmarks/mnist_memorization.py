@@ -57,7 +57,9 @@ class TestAccuracyMonitor(pl.Callback):
             {
                 "epoch": epoch,
                 "test_acc": hits / total,
-                "noisy_train_acc": float(metrics.get("memorization/corrupted_acc_given", float("nan"))),
+                "noisy_train_acc": float(
+                    metrics.get("memorization/corrupted_acc_given", float("nan"))
+                ),
                 "clean_train_acc": float(metrics.get("memorization/clean_acc", float("nan"))),
             }
         )
@@ -92,7 +94,8 @@ def main() -> None:
             monitor = TestAccuracyMonitor(args.every)
             cli = cli_main(
                 [
-                    "--config", str(CONFIGS[method]),
+                    "--config",
+                    str(CONFIGS[method]),
                     f"--data.data_dir={data_dir}",
                     f"--trainer.max_epochs={args.epochs}",
                     f"--trainer.logger.init_args.save_dir={tmp}/runs",
@@ -108,7 +111,9 @@ def main() -> None:
             results[method] = (monitor.rows, time.perf_counter() - start)
 
     print(f"\nMNIST 8k train / 2k test (real images), 80% uniform noise, {args.epochs} epochs")
-    print(f"{'method':<9}{'epoch':>6}{'noisy-train acc':>17}{'clean-train acc':>17}{'test acc':>10}")
+    print(
+        f"{'method':<9}{'epoch':>6}{'noisy-train acc':>17}{'clean-train acc':>17}{'test acc':>10}"
+    )
     for method, (rows, seconds) in results.items():
         for row in rows:
             print(

@@ -267,7 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=8192, help="synthetic training samples")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per run (after 1 warm-up)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; median reported")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; median reported")
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: CPU count)"
     )

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         results[label] = run_one(CONFIG_DIR / filename, extra)
         results[label]["seconds"] = time.perf_counter() - start
     print("\nDigits, 80% uniform label noise, final weights (no early stopping):")
-    print(f"{'method':<15}{'test acc':>10}{'noisy-train acc':>17}{'clean-train acc':>17}{'time':>8}")
+    print(
+        f"{'method':<15}{'test acc':>10}{'noisy-train acc':>17}{'clean-train acc':>17}{'time':>8}"
+    )
     for label, m in results.items():
         print(
             f"{label:<15}{m['test_acc']:>10.3f}{m.get('corrupted_acc_given', float('nan')):>17.3f}"

@@ -26,7 +26,8 @@ GRID: dict[str, tuple[str, list[tuple[str, float]], int]] = {
     "mnist": ("mnist_cnn", [("uniform", p) for p in (0.0, 0.5, 0.8, 0.89)], 400),
     "cifar10": (
         "resnet34",
-        [("uniform", p) for p in (0.2, 0.4, 0.6, 0.8)] + [("pair", p) for p in (0.0, 0.1, 0.2, 0.3, 0.4)],
+        [("uniform", p) for p in (0.2, 0.4, 0.6, 0.8)]
+        + [("pair", p) for p in (0.0, 0.1, 0.2, 0.3, 0.4)],
         400,
     ),
     "cifar100": ("resnet34", [("uniform", 0.4)], 400),
@@ -104,7 +105,12 @@ def classifier_variants(net: str, ce_ckpt: str) -> dict[str, dict]:
         "gce": {**base, "loss": "gce", "gce_q": 0.7},
         "fw": {**base, "loss": "fw", "transition_from": ce_ckpt},
         "dmi": {**base, "loss": "dmi", "lr": 1e-5, "init_from": ce_ckpt},
-        "ce_gaussian_grad": {**base, "loss": "ce", "grad_noise": "gaussian", "grad_noise_scale": 0.1},
+        "ce_gaussian_grad": {
+            **base,
+            "loss": "ce",
+            "grad_noise": "gaussian",
+            "grad_noise_scale": 0.1,
+        },
         "ce_laplace_grad": {**base, "loss": "ce", "grad_noise": "laplace", "grad_noise_scale": 0.1},
     }
 
@@ -146,7 +152,8 @@ def build_configs() -> dict[Path, str]:
                 for suffix, model_args in variants.items():
                     name = f"{exp}_{suffix}"
                     class_path = (
-                        "lit_info.methods.Classifier" if method == "classifier"
+                        "lit_info.methods.Classifier"
+                        if method == "classifier"
                         else "lit_info.methods.LIMIT"
                     )
                     config = {
@@ -155,9 +162,7 @@ def build_configs() -> dict[Path, str]:
                         "model": {"class_path": class_path, "init_args": model_args},
                         "data": data_section(dataset, noise_type, level),
                     }
-                    title = (
-                        f"{method} ({suffix}) on {dataset}, {noise_type} label noise {level:g}"
-                    )
+                    title = f"{method} ({suffix}) on {dataset}, {noise_type} label noise {level:g}"
                     text = header(title, method, name) + yaml.safe_dump(config, sort_keys=False)
                     out[Path("configs") / method / f"{name}.yaml"] = text
     return out

@@ -25,14 +25,14 @@ def test_data_hints_reach_the_model_without_being_in_the_config():
     assert cli.model.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.input_shape == cli.datamodule.input_shape == (1, 8, 8)
     # an explicit value in the config wins over the hint
-    cli = main(
-        ["--config", str(DEMO_CE), "--model.init_args.num_classes=12"], run=False
-    )
+    cli = main(["--config", str(DEMO_CE), "--model.init_args.num_classes=12"], run=False)
     assert cli.model.num_classes == 12
 
 
 def test_choose_any_model_class_from_the_command_line():
-    cli = main(["--config", str(DEMO_CE), "--model=lit_info.methods.LIMIT", "--model.beta=0.3"], run=False)
+    cli = main(
+        ["--config", str(DEMO_CE), "--model=lit_info.methods.LIMIT", "--model.beta=0.3"], run=False
+    )
     assert isinstance(cli.model, LIMIT)
     assert cli.model.hparams.beta == 0.3
     assert cli.model.num_classes == 10
@@ -41,7 +41,10 @@ def test_choose_any_model_class_from_the_command_line():
 def test_print_config_shows_the_full_config():
     out = subprocess.run(
         [sys.executable, "-m", "lit_info", "fit", "--config", str(DEMO_CE), "--print_config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     printed = yaml.safe_load(out.stdout)
@@ -57,7 +60,10 @@ def test_unknown_config_key_is_named(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     out = subprocess.run(
         [sys.executable, "-m", "lit_info.cli", "fit", "--config", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert out.returncode != 0
     assert "noise_levle" in out.stderr
@@ -73,14 +79,23 @@ def test_bad_data_arguments_are_named():
 
 def test_fit_then_test_logs_the_metric_keys(tmp_path):
     args = [
-        "fit", "--config", str(DEMO_CE), *QUIET,
+        "fit",
+        "--config",
+        str(DEMO_CE),
+        *QUIET,
         "--trainer.max_epochs=2",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--trainer.callbacks.init_args.every_n_epochs=1",
     ]
     cli = main(args)
     metrics = cli.trainer.callback_metrics
-    for key in ("train/loss", "train/acc", "val/acc", "val/loss", "memorization/corrupted_acc_given"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/acc",
+        "val/loss",
+        "memorization/corrupted_acc_given",
+    ):
         assert key in metrics, key
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert set(test) >= {"test/acc", "test/loss"}
@@ -94,10 +109,14 @@ def test_fit_then_test_logs_the_metric_keys(tmp_path):
 
 def test_nan_loss_stops_training_naming_the_step(tmp_path):
     args = [
-        "fit", "--config", str(DEMO_CE), *QUIET,
+        "fit",
+        "--config",
+        str(DEMO_CE),
+        *QUIET,
         "--trainer.max_epochs=3",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--model.init_args.lr=1e30", "--model.init_args.optimizer=sgd",
+        "--model.init_args.lr=1e30",
+        "--model.init_args.optimizer=sgd",
     ]
     with pytest.raises(RuntimeError, match=r"global step \d+"):
         main(args)
@@ -115,8 +134,12 @@ def test_every_experiment_config_parses():
 
 
 @pytest.mark.parametrize(
-    "name", ["limit/cifar10_pair0.2_g_init.yaml", "classifier/mnist_uniform0.89_gce.yaml",
-             "limit/cifar100_uniform0.4_l.yaml"],
+    "name",
+    [
+        "limit/cifar10_pair0.2_g_init.yaml",
+        "classifier/mnist_uniform0.89_gce.yaml",
+        "limit/cifar100_uniform0.4_l.yaml",
+    ],
 )
 def test_paper_configs_instantiate(name):
     # +init configs point to a CE checkpoint that does not exist yet: drop it for this check
@@ -131,6 +154,8 @@ def test_paper_configs_instantiate(name):
 def test_generated_configs_are_up_to_date():
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_configs.py"), "--check"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr

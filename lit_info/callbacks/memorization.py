@@ -1,4 +1,4 @@
-"""Memorization monitor: does the network fit the corrupted labels or the true ones?
+"""Memorization monitor: does the network fit the corrupted labels or the true ones."""
 
 At the end of every ``every_n_epochs``-th training epoch the callback runs the model (eval mode)
 over the whole training set, gathers the per-sample predictions from all ranks (deduplicated by
@@ -122,7 +122,9 @@ class MemorizationMonitor(pl.Callback):
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
         loader = DataLoader(
-            dataset, batch_size=base_loader.batch_size, sampler=sampler,
+            dataset,
+            batch_size=base_loader.batch_size,
+            sampler=sampler,
             num_workers=base_loader.num_workers,
         )
         predicts_gradient = hasattr(pl_module, "predicted_logit_gradient")
@@ -171,7 +173,9 @@ class MemorizationMonitor(pl.Callback):
                 self._log_histograms(trainer, result, given != clean)
             self._write_csv(trainer)
 
-    def _log_histograms(self, trainer: pl.Trainer, result: dict[str, Tensor], corrupted: Tensor) -> None:
+    def _log_histograms(
+        self, trainer: pl.Trainer, result: dict[str, Tensor], corrupted: Tensor
+    ) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return

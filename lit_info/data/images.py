@@ -122,32 +122,64 @@ def _idx_files(folder: str, prefix: str) -> tuple[str, ...]:
 #: (digits: statistics of all 1,797 images).
 DATASET_INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
-        num_classes=10, input_shape=(1, 8, 8), mean=(0.3053,), std=(0.3760,), pixel_max=16.0,
-        augment_pad=1, augment_flip=False, folder="", train_files=(), test_files=(),
+        num_classes=10,
+        input_shape=(1, 8, 8),
+        mean=(0.3053,),
+        std=(0.3760,),
+        pixel_max=16.0,
+        augment_pad=1,
+        augment_flip=False,
+        folder="",
+        train_files=(),
+        test_files=(),
     ),
     "mnist": DatasetInfo(
-        num_classes=10, input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,), pixel_max=255.0,
-        augment_pad=3, augment_flip=False, folder="MNIST",
-        train_files=_idx_files("MNIST", "train"), test_files=_idx_files("MNIST", "t10k"),
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        mean=(0.1307,),
+        std=(0.3081,),
+        pixel_max=255.0,
+        augment_pad=3,
+        augment_flip=False,
+        folder="MNIST",
+        train_files=_idx_files("MNIST", "train"),
+        test_files=_idx_files("MNIST", "t10k"),
     ),
     "fashion_mnist": DatasetInfo(
-        num_classes=10, input_shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,), pixel_max=255.0,
-        augment_pad=3, augment_flip=True, folder="FashionMNIST",
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        mean=(0.2860,),
+        std=(0.3530,),
+        pixel_max=255.0,
+        augment_pad=3,
+        augment_flip=True,
+        folder="FashionMNIST",
         train_files=_idx_files("FashionMNIST", "train"),
         test_files=_idx_files("FashionMNIST", "t10k"),
     ),
     "cifar10": DatasetInfo(
-        num_classes=10, input_shape=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616), pixel_max=255.0, augment_pad=4, augment_flip=True,
+        num_classes=10,
+        input_shape=(3, 32, 32),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        pixel_max=255.0,
+        augment_pad=4,
+        augment_flip=True,
         folder="cifar-10-batches-py",
         train_files=tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
         test_files=("cifar-10-batches-py/test_batch",),
     ),
     "cifar100": DatasetInfo(
-        num_classes=100, input_shape=(3, 32, 32), mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762), pixel_max=255.0, augment_pad=4, augment_flip=True,
+        num_classes=100,
+        input_shape=(3, 32, 32),
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        pixel_max=255.0,
+        augment_pad=4,
+        augment_flip=True,
         folder="cifar-100-python",
-        train_files=("cifar-100-python/train",), test_files=("cifar-100-python/test",),
+        train_files=("cifar-100-python/train",),
+        test_files=("cifar-100-python/test",),
     ),
 }
 
@@ -512,8 +544,9 @@ class NoisyImageDataModule(pl.LightningDataModule):
             val_size = int(val_size)  # e.g. "5000.0" from a config: a count
         if _is_int(val_size):
             if val_size < 0:
-                raise ValueError(f"val_size must be a count >= 0 or a fraction in [0, 1), "
-                                 f"got {val_size!r}")
+                raise ValueError(
+                    f"val_size must be a count >= 0 or a fraction in [0, 1), got {val_size!r}"
+                )
         elif isinstance(val_size, float):
             if not 0.0 <= val_size < 1.0:
                 raise ValueError(
@@ -599,9 +632,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
                 ) from err
             missing = [p for p in needed if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
-                _missing_message(self.dataset, self.data_dir, missing, needed)
-            )
+            raise FileNotFoundError(_missing_message(self.dataset, self.data_dir, missing, needed))
 
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Read one official split as ``(uint8 images N x C x H x W, int64 labels N)``."""
@@ -672,7 +703,11 @@ class NoisyImageDataModule(pl.LightningDataModule):
         n_pool = int(pool_y.shape[0])
         clean = pool_y.numpy()
         noisy = apply_label_noise(
-            clean, self.num_classes, self.noise_type, self.noise_level, self.noise_seed,
+            clean,
+            self.num_classes,
+            self.noise_type,
+            self.noise_level,
+            self.noise_seed,
             self.dataset,
         )
 

@@ -173,9 +173,7 @@ def apply_label_noise(
             on a data set without a pair map, or invalid ``labels``.
     """
     if noise_type not in NOISE_TYPES:
-        raise ValueError(
-            f"noise_type must be one of {list(NOISE_TYPES)}, got {noise_type!r}"
-        )
+        raise ValueError(f"noise_type must be one of {list(NOISE_TYPES)}, got {noise_type!r}")
     level = _check_noise_level(noise_level)
     arr = _check_labels(labels, num_classes)
     if noise_type is None or noise_type == "none":

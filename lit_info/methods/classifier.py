@@ -21,7 +21,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_info.losses import LOSS_NAMES, add_logit_gradient_noise, estimate_transition_matrix, make_loss
+from lit_info.losses import (
+    LOSS_NAMES,
+    add_logit_gradient_noise,
+    estimate_transition_matrix,
+    make_loss,
+)
 from lit_info.methods.base import (
     Batch,
     ImageClassificationModule,
@@ -77,8 +82,16 @@ class Classifier(ImageClassificationModule):
         lr_gamma: float = 0.1,
     ) -> None:
         super().__init__(
-            num_classes, input_shape, net, net_kwargs, optimizer, lr, weight_decay, momentum,
-            lr_milestones, lr_gamma,
+            num_classes,
+            input_shape,
+            net,
+            net_kwargs,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            lr_milestones,
+            lr_gamma,
         )
         self.save_hyperparameters()
         if loss not in LOSS_NAMES:
@@ -89,7 +102,9 @@ class Classifier(ImageClassificationModule):
                 "transition_from (a checkpoint of a CE model trained on the same noisy data)"
             )
         if grad_noise is not None and grad_noise not in ("gaussian", "laplace"):
-            raise ValueError(f"grad_noise must be 'gaussian', 'laplace' or null, got {grad_noise!r}")
+            raise ValueError(
+                f"grad_noise must be 'gaussian', 'laplace' or null, got {grad_noise!r}"
+            )
         if grad_noise_scale < 0:
             raise ValueError(f"grad_noise_scale must be >= 0, got {grad_noise_scale}")
         transition = None

@@ -106,8 +106,16 @@ class LIMIT(ImageClassificationModule):
         lr_gamma: float = 0.1,
     ) -> None:
         super().__init__(
-            num_classes, input_shape, net, net_kwargs, optimizer, lr, weight_decay, momentum,
-            lr_milestones, lr_gamma,
+            num_classes,
+            input_shape,
+            net,
+            net_kwargs,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            lr_milestones,
+            lr_gamma,
         )
         self.save_hyperparameters()
         if q_dist not in ("gaussian", "laplace"):

@@ -112,8 +112,13 @@ def test_mnist_reads_real_test_set(mnist_root, mnist_ref):
 def test_mnist_train_from_test_set(mnist_test_only_root, mnist_ref):
     ref_x, ref_y = mnist_ref
     dm = NoisyImageDataModule(
-        "mnist", data_dir=str(mnist_test_only_root), train_from_test_set=2000, val_size=0,
-        noise_type="uniform", noise_level=0.4, noise_seed=3,
+        "mnist",
+        data_dir=str(mnist_test_only_root),
+        train_from_test_set=2000,
+        val_size=0,
+        noise_type="uniform",
+        noise_level=0.4,
+        noise_seed=3,
     )
     dm.setup()  # works although the folder has no train-* files
     assert dm.source_split == "test"
@@ -381,8 +386,10 @@ def test_digits_sizes_and_content():
     assert np.bincount(dm.test_dataset.labels.numpy()).min() >= 34
     x, _, _ = dm.test_dataset[5]
     torch.testing.assert_close(
-        x * 0.3760 + 0.3053, torch.tensor(d.images[te[5]] / 16.0, dtype=torch.float32)[None],
-        atol=1e-5, rtol=0,
+        x * 0.3760 + 0.3053,
+        torch.tensor(d.images[te[5]] / 16.0, dtype=torch.float32)[None],
+        atol=1e-5,
+        rtol=0,
     )
     # train/val partition the pool
     both = np.concatenate([dm.train_source_indices.numpy(), dm.val_source_indices.numpy()])
@@ -395,7 +402,11 @@ def test_digits_sizes_and_content():
 @pytest.mark.parametrize("noisy_validation", [True, False])
 def test_digits_noise_bookkeeping(noisy_validation):
     dm = NoisyImageDataModule(
-        "digits", noise_type="uniform", noise_level=0.4, noise_seed=1, val_size=300,
+        "digits",
+        noise_type="uniform",
+        noise_level=0.4,
+        noise_seed=1,
+        val_size=300,
         noisy_validation=noisy_validation,
     )
     dm.setup()
@@ -506,8 +517,12 @@ class _Recorder(pl.LightningModule):
 def test_shuffle_order_survives_checkpoint_resume(tmp_path):
     def trainer(epochs):
         return pl.Trainer(
-            max_epochs=epochs, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+            max_epochs=epochs,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
         )
 
     def data():
@@ -529,8 +544,10 @@ def test_shuffle_order_survives_checkpoint_resume(tmp_path):
 
 def test_shapes_and_hints_without_loading(tmp_path):
     for name, shape, k in [
-        ("digits", (1, 8, 8), 10), ("mnist", (1, 28, 28), 10),
-        ("fashion_mnist", (1, 28, 28), 10), ("cifar10", (3, 32, 32), 10),
+        ("digits", (1, 8, 8), 10),
+        ("mnist", (1, 28, 28), 10),
+        ("fashion_mnist", (1, 28, 28), 10),
+        ("cifar10", (3, 32, 32), 10),
         ("cifar100", (3, 32, 32), 100),
     ]:
         dm = NoisyImageDataModule(name, data_dir=str(tmp_path / "absent"))

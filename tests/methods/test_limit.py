@@ -26,8 +26,14 @@ def batch(n=12, k=4, seed=1):
 def grads(module, loss):
     module.zero_grad()
     loss.backward()
-    net = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.net.parameters()]
-    q = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.q_net.parameters()]
+    net = [
+        p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for p in module.net.parameters()
+    ]
+    q = [
+        p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for p in module.q_net.parameters()
+    ]
     return net, q
 
 
@@ -91,10 +97,14 @@ def test_gradient_helpers():
     torch.testing.assert_close(g_hat, pa - torch.softmax(q, 1))
     # a perfect q (softmax(q) = onehot in the limit) predicts the true gradient
     q_perfect = torch.tensor([[-30.0, 30.0, -30.0]])
-    torch.testing.assert_close(predicted_gradient(a, q_perfect), true_gradient(a, y), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        predicted_gradient(a, q_perfect), true_gradient(a, y), atol=1e-6, rtol=0
+    )
 
 
-@pytest.mark.parametrize("q_dist,expected_std", [("gaussian", math.sqrt(1 / (2 * 8.0))), ("laplace", math.sqrt(2) / 8.0)])
+@pytest.mark.parametrize(
+    "q_dist,expected_std", [("gaussian", math.sqrt(1 / (2 * 8.0))), ("laplace", math.sqrt(2) / 8.0)]
+)
 def test_sampled_gradient_has_the_authors_spread(q_dist, expected_std):
     module = make_limit(q_dist=q_dist, sample_gradient=True, lamb=8.0)
     torch.manual_seed(3)
