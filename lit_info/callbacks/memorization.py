@@ -1,4 +1,4 @@
-"""Memorization monitor: does the network fit the corrupted labels or the true ones."""
+"""Memorization monitor: does the network fit the corrupted labels or the true ones.
 
 At the end of every ``every_n_epochs``-th training epoch the callback runs the model (eval mode)
 over the whole training set, gathers the per-sample predictions from all ranks (deduplicated by
