@@ -14,6 +14,8 @@ take ``num_classes``.)
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
@@ -74,6 +76,15 @@ class LitInfoCLI(LightningCLI):
             model_cfg.init_args[name] = list(value) if isinstance(value, tuple) else value
 
 
+    def _check_data_files(self) -> None:
+        """Check the data files before the trainer writes logs, configs or checkpoints."""
+        check = getattr(self.datamodule, "check_files", None)
+        if callable(check):
+            check()
+
+    before_fit = before_validate = before_test = before_predict = _check_data_files
+
+
 def main(args: list[str] | None = None, run: bool = True) -> LitInfoCLI:
     """Run the lit_info command line.
 
@@ -96,5 +107,23 @@ def main(args: list[str] | None = None, run: bool = True) -> LitInfoCLI:
     )
 
 
+def entry() -> None:
+    """Console entry point: like :func:`main`, but input errors end with a one-line message.
+
+    Errors about the user's input (missing or damaged data files, bad argument values, a loss
+    that became NaN) are printed without a traceback and exit with status 1; set
+    ``LIT_INFO_TRACEBACK=1`` to see the traceback.
+    """
+    from lit_info.methods.base import NonFiniteLossError
+
+    try:
+        main()
+    except (FileNotFoundError, ValueError, NonFiniteLossError) as err:
+        if os.environ.get("LIT_INFO_TRACEBACK"):
+            raise
+        print(f"lit_info: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -159,3 +159,19 @@ def test_generated_configs_are_up_to_date():
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_missing_data_ends_with_a_message_and_writes_nothing(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "lit_info", "fit",
+            "--config", str(ROOT / "configs/classifier/mnist_uniform0.8_ce.yaml"),
+            f"--data.data_dir={tmp_path / 'nowhere'}",
+        ],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "lit_info: error:" in out.stderr
+    assert "t10k-images-idx3-ubyte" in out.stderr and "download: true" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

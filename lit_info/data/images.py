@@ -611,6 +611,17 @@ class NoisyImageDataModule(pl.LightningDataModule):
             return files["test"]
         return files["train"] + files["test"]
 
+    def check_files(self) -> None:
+        """Fail early, before anything is written, when data files are missing.
+
+        Does nothing when ``download`` is set (the files are fetched in ``prepare_data``).
+
+        Raises:
+            FileNotFoundError: naming the data folder, the expected files and ``download: true``.
+        """
+        if not self.download:
+            self._ensure_files()
+
     def _ensure_files(self) -> None:
         """Check that the needed files exist, downloading them first if ``download``."""
         needed = self._needed_files()
