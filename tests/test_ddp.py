@@ -25,8 +25,18 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TIMEOUT = 180
 
 # launcher / cluster variables that would make Lightning or torch.distributed join another job
-_FOREIGN_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
-                "GROUP_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "PL_GLOBAL_SEED")
+_FOREIGN_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+    "PL_GLOBAL_SEED",
+)
 
 
 def _clean_env() -> dict[str, str]:
@@ -44,7 +54,11 @@ def _run_together(commands: list[list[str]], cwd: Path) -> None:
     """Start all commands at once and wait; fail with their output if one fails."""
     procs = [
         subprocess.Popen(
-            cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=cwd,
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         for cmd in commands
@@ -77,8 +91,18 @@ def gather_results(tmp_path_factory) -> list[dict]:
     init = f"file://{tmp / 'store'}"
     script = str(SCRIPTS / "ddp_gather.py")
     commands = [
-        [sys.executable, script, "--rank", str(r), "--world-size", "2", "--init", init,
-         "--out", str(tmp / f"rank{r}.pt")]
+        [
+            sys.executable,
+            script,
+            "--rank",
+            str(r),
+            "--world-size",
+            "2",
+            "--init",
+            init,
+            "--out",
+            str(tmp / f"rank{r}.pt"),
+        ]
         for r in range(2)
     ]
     _run_together(commands, tmp)
@@ -139,7 +163,9 @@ def test_ddp_batches_are_the_union_of_rank_batches(train_results):
     steps_r0, steps_r1 = ddp["train_indices"]
     assert len(steps_1) == len(steps_r0) == len(steps_r1) == 4 * 512 // 64
     epochs_seen = set()
-    for (e, b, idx), (e0, b0, idx0), (e1, b1, idx1) in zip(steps_1, steps_r0, steps_r1, strict=True):
+    for (e, b, idx), (e0, b0, idx0), (e1, b1, idx1) in zip(
+        steps_1, steps_r0, steps_r1, strict=True
+    ):
         assert e == e0 == e1 and b == b0 == b1
         assert len(idx) == 64 and len(idx0) == len(idx1) == 32
         assert not set(idx0) & set(idx1)

@@ -25,6 +25,18 @@ from lit_info.cli import main as cli_main
 MAX_EPOCHS = 4
 STEPS_PER_EPOCH = 10  # 320 training images / batch 32
 
+# the restarted run reuses the crashed run's checkpoint folder on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small models: one thread is fastest, and keeps the arithmetic order fixed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 class Crash(RuntimeError):
     """The simulated failure."""
@@ -86,7 +98,7 @@ def _config(root: Path) -> Path:
         },
     }
     root.mkdir(parents=True, exist_ok=True)
-    path = root / "config.yaml"
+    path = root / "input_config.yaml"  # the CLI itself saves config.yaml in the run folder
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -115,7 +127,6 @@ def _snapshot(cli) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    torch.set_num_threads(1)
     cli = _cli(tmp_path_factory.mktemp("uninterrupted"))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return _snapshot(cli)
@@ -135,7 +146,6 @@ def _assert_same_state(a: dict, b: dict) -> None:
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(
     tmp_path, uninterrupted, crash_epoch, crash_batch
 ):
-    torch.set_num_threads(1)
     # first attempt: crashes in epoch `crash_epoch`; last.ckpt holds the end of the epoch before
     first = _cli(tmp_path)
     first.trainer.callbacks.append(CrashAt(crash_epoch, crash_batch))
@@ -158,7 +168,9 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(
     assert resumed["epoch"] == uninterrupted["epoch"] == MAX_EPOCHS
     # weights and BatchNorm buffers (running stats, num_batches_tracked)
     state = resumed["state_dict"]
-    assert any("running_mean" in k for k in state) and any("num_batches_tracked" in k for k in state)
+    assert any("running_mean" in k for k in state) and any(
+        "num_batches_tracked" in k for k in state
+    )
     _assert_same_state(uninterrupted["state_dict"], state)
     # Adam's state: the moments, and the step count of the whole run (a fresh optimizer after
     # the restart would count only the resumed steps)
@@ -169,7 +181,9 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(
         _assert_same_state(state_a, opt_b["state"][pid])
     # logged metrics of the last epoch, the monitor's per-sample predictions and full history
     assert resumed["metrics"].keys() == uninterrupted["metrics"].keys()
-    assert "val/acc" in resumed["metrics"] and "memorization/corrupted_acc_given" in resumed["metrics"]
+    assert (
+        "val/acc" in resumed["metrics"] and "memorization/corrupted_acc_given" in resumed["metrics"]
+    )
     for key, value in uninterrupted["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     assert torch.equal(resumed["predictions"], uninterrupted["predictions"])

@@ -74,8 +74,8 @@ class MemorizationMonitor(pl.Callback):
     Args:
         every_n_epochs: evaluate every this many training epochs.
         log_histograms: write gradient-norm histograms to TensorBoard (rank zero).
-        filename: CSV written in the run directory (``trainer.log_dir``) with one row per
-            evaluated epoch; ``None`` disables it.
+        filename: CSV written in the run directory (``trainer.log_dir``, only when the trainer
+            has a logger) with one row per evaluated epoch; ``None`` disables it.
     """
 
     def __init__(
@@ -166,7 +166,8 @@ class MemorizationMonitor(pl.Callback):
         stats = memorization_stats(pred, given, clean)
         self.last_predictions = pred
         finite = {f"memorization/{k}": v for k, v in stats.items() if not math.isnan(v)}
-        pl_module.log_dict(finite, on_step=False, on_epoch=True, sync_dist=False)
+        # identical on every rank; sync_dist only keeps Lightning from warning under DDP
+        pl_module.log_dict(finite, on_step=False, on_epoch=True, sync_dist=True)
         self.history.append({"epoch": float(trainer.current_epoch), **stats})
         if trainer.is_global_zero:
             if self.log_histograms:
@@ -190,8 +191,8 @@ class MemorizationMonitor(pl.Callback):
                     writer.add_histogram(f"memorization/{key}_{group}", values[mask], step)
 
     def _write_csv(self, trainer: pl.Trainer) -> None:
-        if self.filename is None or trainer.log_dir is None:
-            return
+        if self.filename is None or not trainer.loggers or trainer.log_dir is None:
+            return  # no logger: nothing is written (not even into the working directory)
         path = Path(trainer.log_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")

@@ -6,11 +6,13 @@ ranks 1..N-1 (with ``LOCAL_RANK`` set), so it must be a standalone file. Rank ze
 ``--out`` with ``torch.save``.
 
 The run is built so that 1 process with batch ``B`` and ``N`` processes with batch ``B / N``
-are the same computation: the network has no BatchNorm or dropout, the training sampler is a
-``DistributedSampler`` seeded by ``split_seed`` (rank ``r`` gets the positions ``r::N`` of one
-epoch permutation, so the ``N`` rank-batches number ``k`` together hold exactly the samples of
-the 1-process batch ``k`` when ``n_train`` is a multiple of ``N * B / N``), and DDP averages the
-per-rank mean gradients, which is the mean gradient over the union.
+are the same computation. The network has no BatchNorm or dropout. The training sampler is a
+``DistributedSampler`` seeded by ``split_seed``: with ``n_train`` a multiple of ``N`` there is
+no padding and rank ``r`` gets the positions ``r::N`` of the epoch's permutation, so rank-batch
+``k`` holds the positions ``kB + r, kB + r + N, ...`` below ``(k + 1) B`` and the ``N``
+rank-batches ``k`` together are exactly the 1-process batch ``k``, all of the same size ``B / N``
+(here ``n_train`` is even a multiple of ``B``: no partial last batch). DDP averages the per-rank
+mean gradients, which is then the mean gradient over the union, i.e. the 1-process gradient.
 
 Usage::
 
@@ -36,7 +38,7 @@ class _RecordTrainIndices(pl.Callback):
     def __init__(self) -> None:
         self.seen: list[tuple[int, int, list[int]]] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.seen.append((trainer.current_epoch, batch_idx, batch[2].tolist()))
 
 
