@@ -86,7 +86,7 @@ def test_gradient_noise_reaches_the_weights_with_the_configured_scale(kind):
     # gradient at the last layer's bias equals the batch-sum of the logit gradients: compare the
     # noisy gradient with the clean one over repeated draws
     diffs = []
-    for _ in range(100):
+    for _ in range(50):
         model.zero_grad()
         model.training_step((x, y, torch.arange(64)), 0).backward()
         noisy = list(model.net.parameters())[-1].grad.clone()  # the output layer's bias

@@ -1,0 +1,208 @@
+"""Per-sample Jacobians of network outputs with respect to all trainable parameters.
+
+The Jacobian of a network ``f_w`` at inputs ``x_1..x_n`` is returned as a tensor of shape
+``(n, k, p)``: sample, output, parameter. Parameters are flattened in the order of
+``model.named_parameters()`` (only those with ``requires_grad=True``), each one in row-major
+(``Tensor.flatten``) order, so the same model always gives the same layout; see
+:func:`parameter_names` and :func:`flatten_parameters`.
+
+The network is evaluated in eval mode with its buffers passed as fixed tensors, so BatchNorm uses
+(and never updates) its running statistics and dropout is off: the Jacobian is that of the
+deterministic function that the linearized model of smooth unique information is built around.
+
+For networks too large to hold ``n x k x p`` numbers, an optional random projection ("sketch") of
+the parameter dimension maps every Jacobian row ``g`` (length ``p``) to ``P^T g`` (length ``d``),
+with ``P`` a ``p x d`` Gaussian matrix with i.i.d. ``N(0, 1/d)`` entries, so that
+``E[P P^T] = I`` and ``E[(J P)(J P)^T] = J J^T``. ``P`` is generated block by block from
+``sketch_seed`` (one generator per parameter tensor and row block), so it never exists as a whole
+and two calls with the same seed, the same model layout, device and dtype use exactly the same
+projection: compute train and test Jacobians with the same seed for their kernels to match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+__all__ = ["flatten_parameters", "network_jacobian", "parameter_names", "sketch_matrix"]
+
+# Rows of the sketch matrix generated at once per parameter tensor (bounds the memory used).
+_SKETCH_BLOCK_ROWS = 4096
+
+
+def parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that :func:`network_jacobian` differentiates, in column order.
+
+    Args:
+        model: The network.
+
+    Returns:
+        Names of the parameters with ``requires_grad=True``, in ``named_parameters()`` order.
+    """
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def flatten_parameters(model: nn.Module) -> Tensor:
+    """Concatenate the trainable parameters in the column order of :func:`network_jacobian`.
+
+    Args:
+        model: The network.
+
+    Returns:
+        A detached vector of length ``p`` (the ``w0`` of the linearized model).
+    """
+    params = [p.detach().flatten() for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameters with requires_grad=True")
+    return torch.cat(params)
+
+
+def _check_positive_int(value: int | None, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _sketch_block(
+    param_index: int,
+    row_start: int,
+    rows: int,
+    sketch_dim: int,
+    sketch_seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Rows ``row_start:row_start + rows`` of the sketch block of parameter ``param_index``."""
+    gen = torch.Generator(device=device)
+    # A distinct, deterministic stream per (seed, parameter tensor, row block).
+    key = f"{int(sketch_seed)}:{param_index}:{row_start // _SKETCH_BLOCK_ROWS}".encode()
+    gen.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+    out = torch.randn(rows, sketch_dim, generator=gen, device=device, dtype=dtype)
+    return out / sketch_dim**0.5
+
+
+def sketch_matrix(
+    model: nn.Module,
+    sketch_dim: int,
+    sketch_seed: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Materialize the ``p x sketch_dim`` projection used by :func:`network_jacobian`.
+
+    Only meant for small models (tests, inspection): :func:`network_jacobian` never builds it.
+
+    Args:
+        model: The network (its trainable parameter shapes define the layout).
+        sketch_dim: Number of projected dimensions ``d``.
+        sketch_seed: Seed of the projection.
+        device: Device of the matrix (default: that of the parameters).
+        dtype: Dtype of the matrix (default: that of the parameters).
+
+    Returns:
+        The matrix ``P`` with ``network_jacobian(..., sketch_dim, sketch_seed) == J @ P``.
+    """
+    _check_positive_int(sketch_dim, "sketch_dim")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameters with requires_grad=True")
+    device = torch.device(device) if device is not None else params[0].device
+    dtype = dtype or params[0].dtype
+    blocks = []
+    for index, p in enumerate(params):
+        size = p.numel()
+        for start in range(0, size, _SKETCH_BLOCK_ROWS):
+            rows = min(_SKETCH_BLOCK_ROWS, size - start)
+            blocks.append(_sketch_block(index, start, rows, sketch_dim, sketch_seed, device, dtype))
+    return torch.cat(blocks)
+
+
+def network_jacobian(
+    model: nn.Module,
+    inputs: Tensor,
+    chunk_size: int | None = 64,
+    sketch_dim: int | None = None,
+    sketch_seed: int = 0,
+) -> Tensor:
+    """Jacobian of the outputs of ``model`` with respect to all its trainable parameters.
+
+    Uses ``torch.func`` (``functional_call``, ``jacrev``, ``vmap``) on chunks of ``chunk_size``
+    samples; the model is put in eval mode for the computation (BatchNorm frozen, dropout off)
+    and its previous mode is restored afterwards.
+
+    Args:
+        model: Network mapping a batch ``(N, ...)`` to outputs ``(N, k)`` or ``(N,)`` (``k = 1``).
+        inputs: Inputs of shape ``(n, ...)``.
+        chunk_size: Samples per vectorized call (bounds memory to ``chunk_size * k * p``); None
+            processes all samples at once.
+        sketch_dim: If given, project the parameter dimension to this many random directions
+            (see the module docstring); None returns the exact Jacobian.
+        sketch_seed: Seed of the projection; use the same one for train and test inputs.
+
+    Returns:
+        Tensor of shape ``(n, k, p)`` (or ``(n, k, sketch_dim)``) with
+        ``J[i, c, j] = d f_c(x_i) / d w_j``, detached, in the parameters' dtype and device.
+
+    Raises:
+        ValueError: If an argument is invalid or the model output has an unsupported shape.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] < 1:
+        raise ValueError("inputs must be a tensor of shape (n, ...) with n >= 1")
+    _check_positive_int(chunk_size, "chunk_size")
+    _check_positive_int(sketch_dim, "sketch_dim")
+    names = parameter_names(model)
+    if not names:
+        raise ValueError("model has no parameters with requires_grad=True")
+    named = dict(model.named_parameters())
+    params = {name: named[name].detach() for name in names}
+    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def single_output(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        out = functional_call(model, ({**p, **frozen}, buffers), (x.unsqueeze(0),))
+        if out.ndim == 1:
+            return out  # (1,): one output
+        if out.ndim != 2:
+            raise ValueError(
+                f"model output must have shape (N, k) or (N,), got {tuple(out.shape)} for N=1"
+            )
+        return out.squeeze(0)
+
+    jac_fn = vmap(jacrev(single_output), in_dims=(None, 0))
+    n = inputs.shape[0]
+    step = n if chunk_size is None else chunk_size
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        for start in range(0, n, step):
+            jac = jac_fn(params, inputs[start : start + step])
+            blocks = [jac[name].flatten(start_dim=2) for name in names]  # (c, k, p_b)
+            if sketch_dim is None:
+                chunks.append(torch.cat(blocks, dim=2).detach())
+            else:
+                chunks.append(_project(blocks, sketch_dim, sketch_seed).detach())
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def _project(blocks: list[Tensor], sketch_dim: int, sketch_seed: int) -> Tensor:
+    """Apply the block-generated sketch to the per-parameter Jacobian blocks ``(c, k, p_b)``."""
+    first = blocks[0]
+    out = first.new_zeros(first.shape[0], first.shape[1], sketch_dim)
+    for index, block in enumerate(blocks):
+        size = block.shape[2]
+        for start in range(0, size, _SKETCH_BLOCK_ROWS):
+            rows = min(_SKETCH_BLOCK_ROWS, size - start)
+            proj = _sketch_block(
+                index, start, rows, sketch_dim, sketch_seed, block.device, block.dtype
+            )
+            out += block[:, :, start : start + rows] @ proj
+    return out
