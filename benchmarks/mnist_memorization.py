@@ -87,6 +87,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--methods", nargs="+", default=["CE", "LIMIT_L"], choices=list(CONFIGS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cli-args",
+        nargs="*",
+        default=[],
+        help="extra CLI arguments for every run, e.g. --cli-args=--model.init_args.beta=300",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     datasets = Path(os.environ.get("LIT_INFO_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -105,6 +111,7 @@ def main() -> None:
                     "--trainer.enable_progress_bar=false",
                     "--trainer.enable_checkpointing=false",
                     "--trainer.callbacks=[lit_info.callbacks.MemorizationMonitor]",
+                    *args.cli_args,
                 ],
                 run=False,
             )
