@@ -75,7 +75,6 @@ class LitInfoCLI(LightningCLI):
                 model_cfg.init_args = Namespace()
             model_cfg.init_args[name] = list(value) if isinstance(value, tuple) else value
 
-
     def _check_data_files(self) -> None:
         """Check the data files before the trainer writes logs, configs or checkpoints."""
         check = getattr(self.datamodule, "check_files", None)

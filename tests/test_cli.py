@@ -164,11 +164,18 @@ def test_generated_configs_are_up_to_date():
 def test_missing_data_ends_with_a_message_and_writes_nothing(tmp_path):
     out = subprocess.run(
         [
-            sys.executable, "-m", "lit_info", "fit",
-            "--config", str(ROOT / "configs/classifier/mnist_uniform0.8_ce.yaml"),
+            sys.executable,
+            "-m",
+            "lit_info",
+            "fit",
+            "--config",
+            str(ROOT / "configs/classifier/mnist_uniform0.8_ce.yaml"),
             f"--data.data_dir={tmp_path / 'nowhere'}",
         ],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
