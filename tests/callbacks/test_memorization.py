@@ -73,6 +73,8 @@ def test_monitor_matches_a_direct_evaluation_and_logs(tmp_path):
     )
     trainer.fit(model, dm)
     assert [row["epoch"] for row in monitor.history] == [1.0, 3.0]
+    assert float(trainer.callback_metrics["train/info_penalty"]) > 0  # LIMIT's q loss, per epoch
+    assert "train/grad_norm_sq" in trainer.callback_metrics
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(x).argmax(1) for x, _, _ in dm.train_eval_dataloader()])
