@@ -36,7 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 tensorboard: setup
-	$(VENV)/bin/tensorboard --logdir logs
+	$(VENV)/bin/tensorboard --logdir runs
 
 clean:
-	rm -rf logs lightning_logs .pytest_cache
+	rm -rf runs logs lightning_logs .pytest_cache
