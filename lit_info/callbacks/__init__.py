@@ -1,5 +1,6 @@
 """Lightning callbacks: per-sample monitors, DDP-correct."""
 
 from lit_info.callbacks.memorization import MemorizationMonitor
+from lit_info.callbacks.sample_information import SampleInformation
 
-__all__ = ["MemorizationMonitor"]
+__all__ = ["MemorizationMonitor", "SampleInformation"]

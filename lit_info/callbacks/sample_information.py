@@ -1,0 +1,434 @@
+r"""Smooth unique information (SUI) of every training sample, as a Lightning callback.
+
+Harutyunyan et al. (ICLR 2021), "Estimating informativeness of samples with smooth unique
+information": linearize the network at a point ``w0`` (the current weights, or a reference
+checkpoint), train the linearized model on the training set (mean squared error toward the
+one-hot *given*, possibly noisy, labels; hyperparameters ``eta``, ``t``, ``mode``, ``lam``) and
+measure for every sample ``i`` how much leaving it out changes
+
+* the weights: ``si[i] = ||w - w_{-i}||^2 / (2 sigma2)``, the KL divergence between
+  ``N(w, sigma2 I)`` and ``N(w_{-i}, sigma2 I)`` (:func:`lit_info.info.weight_si`, kernel space);
+* the predictions on the validation (or test) inputs:
+  ``fsi[i] = 1/(2 sigma2) mean_j ||f(x_j) - f_{-i}(x_j)||^2``
+  (:func:`lit_info.info.functional_si`).
+
+Everything is exact for the linearized model (conventions in :mod:`lit_info.info.sample_info`;
+leave-one-out problems use the mean over the ``n - 1`` remaining samples by default). The
+Jacobian is taken in eval mode (BatchNorm frozen at its running statistics, dropout off), and
+``f0`` is the network's output at the linearization point.
+
+Cost: the Jacobian holds ``n k p`` numbers (or ``n k sketch_dim`` with a random sketch); the
+leave-one-out is ``O((n k)^3)`` for infinite time with ``lam > 0`` but ``O(n (n k)^3)``
+otherwise, hence ``max_train_samples``.
+
+Distributed training: every rank computes the Jacobian rows and outputs of its shard of the
+training set (and of the F-SI set) under a ``DistributedSampler(shuffle=False)``; the shards are
+gathered by sample index (padding deduplicated) so every rank holds the full Jacobian. The kernel
+algebra then runs on rank zero only and its per-sample results are broadcast, so every rank ends
+with the same ``results`` as a single-process run on the same weights.
+
+``targets="binary"`` (two classes only) linearizes the logit difference ``f_1 - f_0`` (one
+output) with targets ``+1`` (given label 1) and ``-1`` (given label 0), the difference of the
+one-hot targets; ``"onehot"`` (default, any number of classes) uses all ``k`` logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import numbers
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lit_info.dist import gather_by_index, world_size
+from lit_info.info import (
+    empirical_ntk,
+    functional_si,
+    leave_one_out_differences,
+    network_jacobian,
+    weight_si,
+)
+from lit_info.info.linearized import resolve_mode
+
+__all__ = ["SampleInformation"]
+
+_FSI_SPLITS = ("val", "test")
+_TARGETS = ("onehot", "binary")
+
+
+def _positive_int_or_none(value: object, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+class SampleInformation(pl.Callback):
+    """Compute SI and F-SI of every training sample of a linearized network.
+
+    Args:
+        every_n_epochs: Compute at the end of every this-many training epochs (None: never).
+        on_fit_end: Compute once more when fitting ends (skipped if the last epoch was just done).
+        reference_checkpoint: A Lightning checkpoint whose ``net.`` weights give the
+            linearization point; None linearizes the current ``pl_module.net``.
+        eta: Learning rate of the linearized training (unused for infinite time).
+        t: Steps (``"discrete"``) or time (``"continuous"``); None or ``math.inf`` means infinite
+            time (then ``mode`` is ignored).
+        mode: ``"discrete"``, ``"continuous"`` or ``"infinite"``.
+        lam: L2 regularization toward the linearization point.
+        sigma2: Variance of the Gaussian smoothing: ``1/(2 sigma2)`` factor of SI and F-SI.
+        sketch_dim: Project the parameter dimension to this many random directions (None: exact).
+        sketch_seed: Seed of that projection.
+        max_train_samples: Refuse training sets larger than this (None: no limit); the
+            leave-one-out costs ``O(n (n k)^3)`` for finite ``t`` or ``lam = 0``.
+        fsi_split: Inputs of F-SI: ``"val"`` (validation set) or ``"test"``.
+        targets: ``"onehot"`` or ``"binary"`` (two classes; see the module docstring).
+        loo_normalization: ``"remaining"`` or ``"original"`` (see
+            :mod:`lit_info.info.sample_info`).
+        jacobian_chunk_size: Samples per vectorized Jacobian call.
+        log_images: Log a grid of the 8 most and 8 least informative (by F-SI) training images.
+        filename: CSV name pattern in ``trainer.log_dir`` with an ``{epoch}`` field; None
+            disables the CSV.
+
+    Attributes:
+        results: After a computation: ``index``, ``label`` (clean), ``given_label``,
+            ``corrupted``, ``si``, ``fsi`` (float64), ordered by training-sample index, plus
+            ``epoch`` (an int).
+
+    Raises:
+        ValueError: If an argument is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int | None = None,
+        on_fit_end: bool = True,
+        reference_checkpoint: str | None = None,
+        eta: float | None = 0.1,
+        t: float | None = None,
+        mode: str = "discrete",
+        lam: float = 1e-3,
+        sigma2: float = 1.0,
+        sketch_dim: int | None = None,
+        sketch_seed: int = 0,
+        max_train_samples: int | None = 500,
+        fsi_split: str = "val",
+        targets: str = "onehot",
+        loo_normalization: str = "remaining",
+        jacobian_chunk_size: int = 64,
+        log_images: bool = True,
+        filename: str | None = "sample_information_epoch{epoch}.csv",
+    ) -> None:
+        super().__init__()
+        _positive_int_or_none(every_n_epochs, "every_n_epochs")
+        _positive_int_or_none(sketch_dim, "sketch_dim")
+        _positive_int_or_none(max_train_samples, "max_train_samples")
+        _positive_int_or_none(jacobian_chunk_size, "jacobian_chunk_size")
+        if not isinstance(on_fit_end, bool):
+            raise ValueError(f"on_fit_end must be True or False, got {on_fit_end!r}")
+        if every_n_epochs is None and not on_fit_end:
+            raise ValueError("nothing to do: set every_n_epochs and/or on_fit_end=True")
+        resolve_mode(mode, eta, t)  # validates mode, eta, t
+        if not isinstance(lam, numbers.Real) or not lam >= 0 or math.isinf(lam):
+            raise ValueError(f"lam must be a non-negative finite number, got {lam!r}")
+        if not isinstance(sigma2, numbers.Real) or not sigma2 > 0 or math.isinf(sigma2):
+            raise ValueError(f"sigma2 must be a positive finite number, got {sigma2!r}")
+        if fsi_split not in _FSI_SPLITS:
+            raise ValueError(f"fsi_split must be one of {_FSI_SPLITS}, got {fsi_split!r}")
+        if targets not in _TARGETS:
+            raise ValueError(f"targets must be one of {_TARGETS}, got {targets!r}")
+        if loo_normalization not in ("remaining", "original"):
+            raise ValueError(
+                f"loo_normalization must be 'remaining' or 'original', got {loo_normalization!r}"
+            )
+        if isinstance(sketch_seed, bool) or not isinstance(sketch_seed, int):
+            raise ValueError(f"sketch_seed must be an integer, got {sketch_seed!r}")
+        if reference_checkpoint is not None and not Path(reference_checkpoint).is_file():
+            raise FileNotFoundError(f"reference_checkpoint not found: {reference_checkpoint}")
+        if filename is not None and "{epoch}" not in filename:
+            raise ValueError(f"filename must contain '{{epoch}}', got {filename!r}")
+        self.every_n_epochs = every_n_epochs
+        self.on_fit_end_enabled = on_fit_end
+        self.reference_checkpoint = reference_checkpoint
+        self.eta = eta
+        self.t = t
+        self.mode = mode
+        self.lam = float(lam)
+        self.sigma2 = float(sigma2)
+        self.sketch_dim = sketch_dim
+        self.sketch_seed = sketch_seed
+        self.max_train_samples = max_train_samples
+        self.fsi_split = fsi_split
+        self.targets = targets
+        self.loo_normalization = loo_normalization
+        self.jacobian_chunk_size = jacobian_chunk_size
+        self.log_images = log_images
+        self.filename = filename
+        self.results: dict[str, Tensor | int] = {}
+        self._last_global_step: int | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Compute at the configured epochs."""
+        if trainer.sanity_checking or self.every_n_epochs is None:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self.run(trainer, pl_module, epoch=trainer.current_epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Compute at the end of fitting (unless the last epoch's results are current)."""
+        if not self.on_fit_end_enabled or self._last_global_step == trainer.global_step:
+            return
+        self.run(trainer, pl_module, epoch=max(trainer.current_epoch - 1, 0))
+
+    # ------------------------------------------------------------ computation
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        """Compute, store in :attr:`results`, write the CSV and log (rank zero).
+
+        Args:
+            trainer: The trainer (its datamodule provides the data).
+            pl_module: The module; its ``net`` is linearized unless ``reference_checkpoint``.
+            epoch: Epoch number used in the CSV name and as the logging step.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            results = self.compute(trainer, pl_module)
+        results["epoch"] = epoch
+        self.results = results
+        self._last_global_step = trainer.global_step
+        if trainer.is_global_zero:
+            self._write_csv(trainer, epoch)
+            self._log(trainer, epoch)
+
+    def _datamodule(self, trainer: pl.Trainer) -> object:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "train_eval_dataloader"):
+            raise RuntimeError(
+                "SampleInformation needs a datamodule with train_eval_dataloader() (e.g. "
+                f"lit_info.data.NoisyImageDataModule); got {type(dm).__name__}"
+            )
+        return dm
+
+    def _fsi_dataset(self, dm: object) -> Dataset:
+        if self.fsi_split == "val":
+            loader = dm.val_dataloader()
+            if isinstance(loader, list) or len(loader.dataset) == 0:
+                raise ValueError(
+                    "fsi_split='val' but the datamodule has no validation set (val_size=0); "
+                    "use fsi_split='test' or a validation set"
+                )
+        else:
+            loader = dm.test_dataloader()
+        return loader.dataset
+
+    def _network(self, pl_module: pl.LightningModule) -> nn.Module:
+        net = pl_module.net
+        if self.reference_checkpoint is None:
+            return net
+        from lit_info.methods.base import load_state_dict_from_checkpoint
+
+        ref = copy.deepcopy(net)
+        ref.load_state_dict(load_state_dict_from_checkpoint(self.reference_checkpoint))
+        return ref
+
+    def _shard_jacobian(
+        self, trainer: pl.Trainer, net: nn.Module, dataset: Dataset, batch_size: int, device
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Jacobian ``(n, k, d)``, outputs ``(n, k)``, labels ``(n,)`` of a dataset, all ranks."""
+        sampler = DistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+        jacs, outs, labels, indices = [], [], [], []
+        was_training = net.training
+        net.eval()
+        try:
+            for x, y, index in loader:
+                x = x.to(device)
+                jac = network_jacobian(
+                    net,
+                    x,
+                    chunk_size=self.jacobian_chunk_size,
+                    sketch_dim=self.sketch_dim,
+                    sketch_seed=self.sketch_seed,
+                )
+                with torch.no_grad():
+                    out = net(x)
+                if out.ndim == 1:
+                    out = out[:, None]
+                jacs.append(jac.reshape(jac.shape[0], -1))
+                outs.append(out.detach())
+                labels.append(torch.as_tensor(y, device=device).long())
+                indices.append(torch.as_tensor(index, device=device).long())
+        finally:
+            net.train(was_training)
+        n = len(dataset)
+        index = torch.cat(indices)
+        out = gather_by_index(index, torch.cat(outs), n)
+        k = out.shape[1]
+        jac = gather_by_index(index, torch.cat(jacs), n).reshape(n, k, -1)
+        label = gather_by_index(index, torch.cat(labels), n)
+        return jac, out, label
+
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+        """Per-sample SI and F-SI of the training set (identical on every rank).
+
+        Args:
+            trainer: The trainer (datamodule, world size and rank).
+            pl_module: The module with the network ``net``.
+
+        Returns:
+            ``index``, ``label``, ``given_label``, ``corrupted``, ``si``, ``fsi`` on the CPU.
+
+        Raises:
+            ValueError: If the training set exceeds ``max_train_samples`` or the targets do not
+                fit the network.
+        """
+        dm = self._datamodule(trainer)
+        train_set = dm.train_eval_dataloader().dataset
+        n = len(train_set)
+        if self.max_train_samples is not None and n > self.max_train_samples:
+            raise ValueError(
+                f"the training set has {n} samples, more than max_train_samples="
+                f"{self.max_train_samples}: the leave-one-out costs O(n (n k)^3) for finite t; "
+                "raise max_train_samples (or use train_subset) to go ahead"
+            )
+        if n < 2:
+            raise ValueError(f"sample information needs at least 2 training samples, got {n}")
+        fsi_set = self._fsi_dataset(dm)
+        batch = getattr(dm, "eval_batch_size", 256)
+        device = pl_module.device
+        net = self._network(pl_module).to(device)
+        jac, f0, given = self._shard_jacobian(trainer, net, train_set, batch, device)
+        jac_v, _, _ = self._shard_jacobian(trainer, net, fsi_set, batch, device)
+        num_outputs = f0.shape[1]
+        if self.targets == "binary":
+            if num_outputs != 2:
+                raise ValueError(
+                    f"targets='binary' needs a network with 2 outputs, got {num_outputs}"
+                )
+            jac, jac_v = jac[:, 1:] - jac[:, :1], jac_v[:, 1:] - jac_v[:, :1]
+            f0 = f0[:, 1:] - f0[:, :1]
+            y = (2.0 * given.to(torch.float64) - 1.0)[:, None]
+        else:
+            if int(given.max()) >= num_outputs:
+                raise ValueError(
+                    f"labels go up to {int(given.max())} but the network has {num_outputs} outputs"
+                )
+            y = F.one_hot(given, num_outputs).to(torch.float64)
+        values = torch.zeros(n, 2, dtype=torch.float64, device=device)
+        if trainer.is_global_zero:
+            values = self.sample_information(jac, f0, y, jac_v).to(device)
+        if world_size() > 1:
+            if dist.get_backend() == "nccl" and values.device.type != "cuda":
+                values = values.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.broadcast(values, src=0)
+        values = values.cpu()
+        given = given.cpu()
+        clean = getattr(dm, "train_clean_labels", None)
+        clean = given.clone() if clean is None else torch.as_tensor(clean).long().cpu()
+        return {
+            "index": torch.arange(n),
+            "label": clean,
+            "given_label": given,
+            "corrupted": clean != given,
+            "si": values[:, 0],
+            "fsi": values[:, 1],
+        }
+
+    def sample_information(
+        self, jacobian: Tensor, f0: Tensor, targets: Tensor, jacobian_fsi: Tensor
+    ) -> Tensor:
+        """The kernel algebra: ``(n, 2)`` float64 columns SI and F-SI.
+
+        Args:
+            jacobian: Train Jacobian ``(n, k, d)`` at the linearization point.
+            f0: Train outputs ``(n, k)`` at the linearization point.
+            targets: Regression targets ``(n, k)``.
+            jacobian_fsi: Jacobian ``(v, k, d)`` of the F-SI inputs.
+
+        Returns:
+            float64 tensor ``(n, 2)``.
+        """
+        theta = empirical_ntk(jacobian, dtype=torch.float64)
+        residual = f0.to(torch.float64) - targets.to(torch.float64)
+        _, delta = leave_one_out_differences(
+            theta,
+            residual,
+            eta=self.eta,
+            t=self.t,
+            lam=self.lam,
+            mode=self.mode,
+            loo_normalization=self.loo_normalization,
+        )
+        si = weight_si(theta, delta, sigma2=self.sigma2)
+        theta_v = empirical_ntk(jacobian_fsi, jacobian, dtype=torch.float64)
+        fsi = functional_si(theta_v, delta, sigma2=self.sigma2)
+        return torch.stack([si, fsi], dim=1)
+
+    # ---------------------------------------------------------------- outputs
+    def _write_csv(self, trainer: pl.Trainer, epoch: int) -> None:
+        if self.filename is None or not trainer.loggers or trainer.log_dir is None:
+            return
+        path = Path(trainer.log_dir) / self.filename.format(epoch=epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        r = self.results
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "label", "given_label", "corrupted", "si", "fsi"])
+            for row in zip(
+                r["index"].tolist(),
+                r["label"].tolist(),
+                r["given_label"].tolist(),
+                r["corrupted"].int().tolist(),
+                r["si"].tolist(),
+                r["fsi"].tolist(),
+                strict=True,
+            ):
+                writer.writerow([*row[:4], repr(row[4]), repr(row[5])])
+        os.replace(tmp, path)
+
+    def _log(self, trainer: pl.Trainer, epoch: int) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers:
+            return
+        writer = loggers[0].experiment
+        r = self.results
+        writer.add_histogram("sample_info/si", r["si"], epoch)
+        writer.add_histogram("sample_info/fsi", r["fsi"], epoch)
+        dm = trainer.datamodule
+        if getattr(dm, "train_clean_labels", None) is not None:
+            corrupted = r["corrupted"]
+            if bool(corrupted.any()):
+                writer.add_scalar(
+                    "sample_info/mean_fsi_corrupted", float(r["fsi"][corrupted].mean()), epoch
+                )
+            if bool((~corrupted).any()):
+                writer.add_scalar(
+                    "sample_info/mean_fsi_clean", float(r["fsi"][~corrupted].mean()), epoch
+                )
+        if self.log_images:
+            self._log_images(writer, dm, epoch)
+
+    def _log_images(self, writer: object, dm: object, epoch: int) -> None:
+        from torchvision.utils import make_grid
+
+        dataset = dm.train_eval_dataloader().dataset
+        order = torch.argsort(self.results["fsi"], descending=True)
+        count = min(8, len(order))
+        chosen = torch.cat([order[:count], order[-count:]]).tolist()
+        images = [torch.as_tensor(dataset[i][0]).float().cpu() for i in chosen]
+        if images[0].ndim != 3:
+            return  # not (C, H, W) images
+        grid = make_grid(torch.stack(images), nrow=count, normalize=True, scale_each=True)
+        writer.add_image("sample_info/most_least_informative", grid, epoch)

@@ -1,0 +1,368 @@
+"""SampleInformation callback: SI / F-SI of a trained tiny MLP against weight-space brute force.
+
+The independent computation builds the Jacobian with a per-sample ``torch.autograd.grad`` loop
+(no ``torch.func``), then retrains the linearized model without each sample in *weight space*
+(ridge solve for infinite time, explicit gradient descent for finite ``t``), with no kernel
+algebra at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lit_info.callbacks.sample_information import SampleInformation
+from lit_info.data import NoisyImageDataModule
+from lit_info.info.linearized import linearized_gd
+from lit_info.methods import Classifier
+
+
+def _fit(tmp_path, callback: SampleInformation, epochs: int = 1, logger: bool = True):
+    pl.seed_everything(0, verbose=False)
+    dm = NoisyImageDataModule(
+        dataset="digits",
+        noise_type="uniform",
+        noise_level=0.3,
+        train_subset=50,
+        val_size=10,
+        batch_size=16,
+    )
+    model = Classifier(
+        num_classes=10,
+        input_shape=(1, 8, 8),
+        net="mlp",
+        net_kwargs={"hidden": [8], "batch_norm": True},
+        lr=0.01,
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="si") if logger else False,
+    )
+    trainer.fit(model, dm)
+    return trainer, model, dm
+
+
+def _loop_jacobian(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-output autograd Jacobian ``(n, k, p)`` (float64) and outputs (eval mode)."""
+    net.eval()
+    params = [p for p in net.parameters() if p.requires_grad]
+    rows, outs = [], []
+    for i in range(x.shape[0]):
+        out = net(x[i : i + 1])[0]
+        grads = [
+            torch.cat([g.flatten() for g in torch.autograd.grad(out[c], params, retain_graph=True)])
+            for c in range(out.shape[0])
+        ]
+        rows.append(torch.stack(grads))
+        outs.append(out.detach())
+    return torch.stack(rows).double(), torch.stack(outs).double()
+
+
+def _inputs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
+
+
+def _ridge(jac: torch.Tensor, r: torch.Tensor, lam: float) -> torch.Tensor:
+    """Weight change of the infinite-time linearized training: argmin of the ridge loss."""
+    a = jac.reshape(-1, jac.shape[-1])
+    m = jac.shape[0]
+    lhs = a.T @ a / m + lam * torch.eye(a.shape[1], dtype=a.dtype)
+    return -torch.linalg.solve(lhs, a.T @ r.reshape(-1) / m)
+
+
+def _brute_force(net, dm, split: str, lam: float, sigma2: float, steps=None, eta=None):
+    torch.set_grad_enabled(True)
+    x, given = _inputs(dm.train_eval_dataloader().dataset)
+    xv, _ = _inputs(dm.val_dataloader().dataset if split == "val" else dm.test_dataset)
+    jac, f0 = _loop_jacobian(net, x)
+    jac_v, _ = _loop_jacobian(net, xv)
+    n, k, _ = jac.shape
+    r = f0 - torch.nn.functional.one_hot(given, k).double()
+
+    def train(jm: torch.Tensor, rm: torch.Tensor) -> torch.Tensor:
+        if steps is None:
+            return _ridge(jm, rm, lam)
+        return linearized_gd(jm, rm, eta=eta, steps=steps, lam=lam)
+
+    w = train(jac, r)
+    si, fsi = [], []
+    for i in range(n):
+        keep = torch.arange(n) != i
+        dw = w - train(jac[keep], r[keep])
+        si.append(float(dw @ dw) / (2 * sigma2))
+        df = jac_v @ dw  # (v, k)
+        fsi.append(float((df * df).sum(dim=1).mean()) / (2 * sigma2))
+    return torch.tensor(si, dtype=torch.float64), torch.tensor(fsi, dtype=torch.float64), given
+
+
+def test_infinite_time_matches_weight_space_ridge_and_writes_outputs(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cb = SampleInformation(on_fit_end=True, t=None, lam=0.05, sigma2=0.5)
+    trainer, model, dm = _fit(tmp_path, cb, epochs=2)
+    si, fsi, given = _brute_force(model.net, dm, "val", lam=0.05, sigma2=0.5)
+    res = cb.results
+    assert res["epoch"] == 1
+    torch.testing.assert_close(res["si"], si, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(res["fsi"], fsi, rtol=1e-6, atol=1e-12)
+    assert (res["fsi"] > 0).all()
+    torch.testing.assert_close(res["given_label"], given)
+    torch.testing.assert_close(res["label"], dm.train_clean_labels)
+    assert bool(res["corrupted"].any()) and bool((~res["corrupted"]).any())
+
+    path = tmp_path / "si" / "version_0" / "sample_information_epoch1.csv"
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["index", "label", "given_label", "corrupted", "si", "fsi"]
+    assert [int(r["index"]) for r in rows] == list(range(len(si)))
+    assert [int(r["given_label"]) for r in rows] == given.tolist()
+    assert [int(r["label"]) for r in rows] == dm.train_clean_labels.tolist()
+    assert [r["corrupted"] == "1" for r in rows] == dm.train_is_corrupted.tolist()
+    assert [float(r["fsi"]) for r in rows] == res["fsi"].tolist()  # repr round-trips exactly
+    assert [float(r["si"]) for r in rows] == res["si"].tolist()
+
+    events = EventAccumulator(
+        str(tmp_path / "si" / "version_0"), size_guidance={"histograms": 0, "images": 0}
+    )
+    events.Reload()
+    tags = events.Tags()
+    assert {"sample_info/si", "sample_info/fsi"} <= set(tags["histograms"])
+    assert "sample_info/most_least_informative" in tags["images"]
+    corrupted = res["corrupted"]
+    for name, mask in (("corrupted", corrupted), ("clean", ~corrupted)):
+        (event,) = events.Scalars(f"sample_info/mean_fsi_{name}")
+        assert event.value == pytest.approx(float(res["fsi"][mask].mean()), rel=1e-6)
+
+
+def test_finite_steps_every_epoch_on_test_split_matches_explicit_gd(tmp_path):
+    cb = SampleInformation(
+        every_n_epochs=1,
+        on_fit_end=True,
+        eta=0.02,
+        t=15,
+        mode="discrete",
+        lam=0.01,
+        fsi_split="test",
+        log_images=False,
+    )
+    calls = []
+    original = cb.run
+    cb.run = lambda trainer, module, epoch: (calls.append(epoch), original(trainer, module, epoch))
+    trainer, model, dm = _fit(tmp_path, cb, epochs=1, logger=False)
+    assert calls == [0]  # on_fit_end does not recompute the last epoch's results
+    si, fsi, _ = _brute_force(model.net, dm, "test", lam=0.01, sigma2=1.0, steps=15, eta=0.02)
+    torch.testing.assert_close(cb.results["si"], si, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(cb.results["fsi"], fsi, rtol=1e-6, atol=1e-12)
+    assert si.min() > 1e-8 and si.max() < 1e3  # far from zero and GD did not diverge
+    assert not list(tmp_path.rglob("*.csv"))  # no logger: no CSV
+
+
+def test_reference_checkpoint_linearizes_the_saved_weights(tmp_path):
+    pl.seed_everything(1, verbose=False)
+    ref = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    ckpt = tmp_path / "ref.ckpt"
+    torch.save({"state_dict": ref.state_dict()}, ckpt)
+    cb = SampleInformation(reference_checkpoint=str(ckpt), t=math.inf, lam=0.1, log_images=False)
+    pl.seed_everything(0, verbose=False)
+    dm = NoisyImageDataModule(
+        dataset="digits", noise_type="uniform", noise_level=0.3, train_subset=40, val_size=8
+    )
+    model = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    ).fit(model, dm)
+    si, fsi, _ = _brute_force(ref.net, dm, "val", lam=0.1, sigma2=1.0)
+    torch.testing.assert_close(cb.results["si"], si, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(cb.results["fsi"], fsi, rtol=1e-6, atol=1e-12)
+
+
+def test_max_train_samples_is_enforced(tmp_path):
+    cb = SampleInformation(max_train_samples=30)
+    with pytest.raises(ValueError, match="max_train_samples=30"):
+        _fit(tmp_path, cb, logger=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every_n_epochs": 0}, "every_n_epochs"),
+        ({"every_n_epochs": None, "on_fit_end": False}, "nothing to do"),
+        ({"mode": "sgd"}, "mode"),
+        ({"t": 10, "eta": -1.0}, "eta"),
+        ({"t": 2.5, "mode": "discrete"}, "t must be an integer"),
+        ({"lam": -1.0}, "lam"),
+        ({"sigma2": 0.0}, "sigma2"),
+        ({"sketch_dim": 0}, "sketch_dim"),
+        ({"max_train_samples": 0}, "max_train_samples"),
+        ({"fsi_split": "train"}, "fsi_split"),
+        ({"targets": "soft"}, "targets"),
+        ({"loo_normalization": "x"}, "loo_normalization"),
+        ({"filename": "si.csv"}, "filename"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SampleInformation(**kwargs)
+
+
+def test_missing_reference_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reference_checkpoint"):
+        SampleInformation(reference_checkpoint=str(tmp_path / "nope.ckpt"))
+
+
+def test_sketched_jacobian_matches_projected_brute_force(tmp_path):
+    from lit_info.info import sketch_matrix
+
+    cb = SampleInformation(sketch_dim=40, sketch_seed=3, t=None, lam=0.05, log_images=False)
+    _, model, dm = _fit(tmp_path, cb, logger=False)
+    proj = sketch_matrix(model.net, 40, sketch_seed=3).double()
+    torch.set_grad_enabled(True)
+    x, given = _inputs(dm.train_eval_dataloader().dataset)
+    xv, _ = _inputs(dm.val_dataloader().dataset)
+    jac, f0 = _loop_jacobian(model.net, x)
+    jac, jac_v = jac @ proj, _loop_jacobian(model.net, xv)[0] @ proj
+    r = f0 - torch.nn.functional.one_hot(given, 10).double()
+    w = _ridge(jac, r, 0.05)
+    n = len(given)
+    for i in (0, 7, n - 1):
+        keep = torch.arange(n) != i
+        dw = w - _ridge(jac[keep], r[keep], 0.05)
+        assert float(cb.results["si"][i]) == pytest.approx(float(dw @ dw) / 2, rel=1e-6)
+        df = jac_v @ dw
+        fsi = float((df * df).sum(dim=1).mean()) / 2
+        assert float(cb.results["fsi"][i]) == pytest.approx(fsi, rel=1e-6)
+
+
+class _TwoClassData(pl.LightningDataModule):
+    """Digits 0 vs 1 as a 2-class problem without noise information (items ``(x, y, index)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.utils.data import DataLoader
+
+        from lit_info.data.images import IndexedTensorDataset
+
+        base = NoisyImageDataModule(dataset="digits", train_subset=200, val_size=20)
+        base.setup()
+        x, y = _inputs(base.train_eval_dataset)
+        xv, yv = _inputs(base.val_dataset)
+        keep, keep_v = y < 2, yv < 2
+        self.train_eval_dataset = IndexedTensorDataset(x[keep][:30], y[keep][:30])
+        self.val_dataset = IndexedTensorDataset(xv[keep_v], yv[keep_v])
+        self._loader = DataLoader
+
+    def train_dataloader(self):
+        return self._loader(self.train_eval_dataset, batch_size=8)
+
+    def train_eval_dataloader(self):
+        return self._loader(self.train_eval_dataset, batch_size=8)
+
+    def val_dataloader(self):
+        return self._loader(self.val_dataset, batch_size=8)
+
+
+def test_binary_targets_use_the_logit_difference(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    dm = _TwoClassData()
+    model = Classifier(num_classes=2, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    cb = SampleInformation(targets="binary", t=None, lam=0.02, sigma2=2.0, log_images=False)
+    pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    ).fit(model, dm)
+    torch.set_grad_enabled(True)
+    x, y = _inputs(dm.train_eval_dataset)
+    xv, _ = _inputs(dm.val_dataset)
+    jac, f0 = _loop_jacobian(model.net, x)
+    jac_v = _loop_jacobian(model.net, xv)[0]
+    jac, jac_v = jac[:, 1:] - jac[:, :1], jac_v[:, 1:] - jac_v[:, :1]  # one output: f_1 - f_0
+    r = (f0[:, 1] - f0[:, 0] - (2.0 * y - 1.0))[:, None]
+    w = _ridge(jac, r, 0.02)
+    n = len(y)
+    si, fsi = [], []
+    for i in range(n):
+        keep = torch.arange(n) != i
+        dw = w - _ridge(jac[keep], r[keep], 0.02)
+        si.append(float(dw @ dw) / 4)
+        fsi.append(float((jac_v @ dw).square().mean()) / 4)
+    torch.testing.assert_close(cb.results["si"], torch.tensor(si, dtype=torch.float64))
+    torch.testing.assert_close(cb.results["fsi"], torch.tensor(fsi, dtype=torch.float64))
+    assert not cb.results["corrupted"].any()  # no clean labels known: nothing flagged
+    # the 10-class digits network has 10 outputs: binary targets are refused
+    with pytest.raises(ValueError, match="targets='binary' needs a network with 2 outputs"):
+        _fit(tmp_path / "ten", SampleInformation(targets="binary", log_images=False), logger=False)
+
+
+@pytest.mark.slow  # about 20 s: three Python processes start Lightning
+def test_ddp_two_processes_match_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    foreign = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+    env = {k: v for k, v in os.environ.items() if k not in foreign and not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    pl.seed_everything(5, verbose=False)
+    ref = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    ckpt = tmp_path / "ref.ckpt"
+    torch.save({"state_dict": ref.state_dict()}, ckpt)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_sample_information.py"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                "--devices",
+                str(d),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / f"d{d}"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for d in (2, 1)
+    ]
+    for proc in procs:
+        out = proc.communicate(timeout=180)[0]
+        assert proc.returncode == 0, out[-4000:]
+    single = torch.load(tmp_path / "d1.rank0.pt", weights_only=False)
+    ranks = [torch.load(tmp_path / f"d2.rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert single["world_size"] == 1 and [r["world_size"] for r in ranks] == [2, 2]
+    assert single["n_train"] == 37  # odd: the 2-rank sampler padded one sample
+    for result in ranks:
+        for key in ("index", "label", "given_label", "corrupted"):
+            assert torch.equal(result["results"][key], single["results"][key])
+        for key in ("si", "fsi"):
+            torch.testing.assert_close(
+                result["results"][key], single["results"][key], rtol=1e-9, atol=0.0
+            )
+    # both ranks hold the broadcast values of rank zero, bit for bit
+    assert torch.equal(ranks[0]["results"]["si"], ranks[1]["results"]["si"])
+    assert (single["results"]["fsi"] > 0).all()
