@@ -455,6 +455,19 @@ def _missing_message(dataset: str, data_dir: Path, missing: list[Path], needed: 
 # --------------------------------------------------------------------------------------------
 
 
+def _select_classes(
+    images: torch.Tensor, labels: torch.Tensor, source: np.ndarray, classes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Keep the samples of ``classes`` and relabel them ``0..len(classes)-1`` in that order."""
+    labels_np = np.asarray(labels)
+    keep = np.isin(labels_np, classes)
+    lookup = np.full(int(labels_np.max(initial=0)) + 1, -1, dtype=np.int64)
+    lookup[classes] = np.arange(len(classes))
+    kept = np.nonzero(keep)[0]
+    relabeled = torch.from_numpy(lookup[labels_np[kept]])
+    return images[torch.from_numpy(kept)], relabeled, source[kept]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -482,6 +495,10 @@ class NoisyImageDataModule(pl.LightningDataModule):
             :data:`TEST_CARVE_SEED`). E.g. MNIST with 10,000 test images and
             ``train_from_test_set=2000, val_size=0``: 8,000 train / 2,000 test.
         train_subset: If given, keep only this many images of the pool (before noise and split).
+        classes: If given, keep only the images of these classes (in every split) and relabel
+            them ``0..len(classes)-1`` in the order given, e.g. ``[4, 9]`` for MNIST 4 vs 9
+            (4 -> 0, 9 -> 1). Applied before ``train_subset``, noise and split; pair noise is
+            not available on a class subset.
         augment: Use the standard augmentation for training; ``None`` means ``True`` for CIFAR
             and ``False`` otherwise. Standard augmentation: random crop with zero padding
             (4 px for CIFAR, 3 px for 28x28, 1 px for digits) and, except for MNIST and
@@ -508,6 +525,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
         noisy_validation: bool = True,
         train_from_test_set: int | None = None,
         train_subset: int | None = None,
+        classes: list[int] | None = None,
         augment: bool | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
@@ -590,8 +608,22 @@ class NoisyImageDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
 
         info = DATASET_INFO[dataset]
+        if classes is not None:
+            classes = [int(c) for c in classes]
+            if len(classes) < 2 or len(set(classes)) != len(classes):
+                raise ValueError(f"classes must list at least 2 distinct classes, got {classes}")
+            if min(classes) < 0 or max(classes) >= info.num_classes:
+                raise ValueError(
+                    f"classes must lie in [0, {info.num_classes}) for {dataset}, got {classes}"
+                )
+            if noise_type == "pair":
+                raise ValueError(
+                    "noise_type='pair' is not available with a classes subset (the pair map is "
+                    f"defined on all {info.num_classes} classes); use noise_type='uniform'"
+                )
+        self.classes = classes
         self.info = info
-        self.num_classes: int = info.num_classes
+        self.num_classes: int = info.num_classes if classes is None else len(classes)
         self.input_shape: tuple[int, int, int] = info.input_shape
         self.eval_transform = ImageTransform(info.mean, info.std, info.pixel_max)
         self.train_transform = (
@@ -653,7 +685,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
         if self.dataset in ("mnist", "fashion_mnist"):
             rel = self.info.train_files if train else self.info.test_files
             return _read_mnist_split(self.data_dir, rel, self.info)
-        parts = [_read_cifar_batch(p, self.num_classes) for p in files]
+        parts = [_read_cifar_batch(p, self.info.num_classes) for p in files]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         return torch.from_numpy(images), torch.from_numpy(labels)
@@ -699,6 +731,12 @@ class NoisyImageDataModule(pl.LightningDataModule):
             pool_x, pool_y = all_x[pool_src], all_y[pool_src]
             test_x, test_y = all_x[test_src], all_y[test_src]
             source_split = "test"
+
+        if self.classes is not None:
+            pool_x, pool_y, pool_src = _select_classes(pool_x, pool_y, pool_src, self.classes)
+            test_x, test_y, test_src = _select_classes(
+                test_x, test_y, np.asarray(test_src), self.classes
+            )
 
         rng = np.random.default_rng(self.split_seed)
         if self.train_subset is not None:

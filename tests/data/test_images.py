@@ -631,3 +631,39 @@ def test_sizes_that_do_not_fit_the_data(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dm.setup()
     assert not dm._is_setup
+
+
+def test_class_subset_relabels_in_the_given_order():
+    from sklearn.datasets import load_digits
+
+    dm = NoisyImageDataModule(dataset="digits", classes=[9, 4], val_size=0.2)
+    assert dm.num_classes == 2 and dm.model_hints()["num_classes"] == 2
+    dm.setup()
+    digits = load_digits()
+    n_total = int(np.isin(digits.target, [4, 9]).sum())
+    n = len(dm.train_dataset) + len(dm.val_dataset) + len(dm.test_dataset)
+    assert n == n_total
+    # every kept image is a real 9 (label 0) or 4 (label 1) of the bundled data
+    for ds in (dm.train_dataset, dm.test_dataset):
+        assert set(torch.unique(ds.labels).tolist()) == {0, 1}
+    x9 = [i for i in range(len(dm.test_dataset)) if int(dm.test_dataset.labels[i]) == 0]
+    img = dm.test_dataset.images[x9[0]].reshape(-1).numpy().astype(float)
+    matches = np.nonzero((digits.data == img).all(axis=1))[0]
+    assert len(matches) >= 1 and set(digits.target[matches]) == {9}
+
+
+def test_class_subset_errors_are_named():
+    with pytest.raises(ValueError, match="classes"):
+        NoisyImageDataModule(dataset="mnist", classes=[4])
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 10\)"):
+        NoisyImageDataModule(dataset="mnist", classes=[4, 10])
+    with pytest.raises(ValueError, match="pair"):
+        NoisyImageDataModule(dataset="cifar10", classes=[3, 5], noise_type="pair", noise_level=0.2)
+
+
+def test_class_subset_on_cifar_files(tmp_path):
+    root = make_cifar_folder(tmp_path, "cifar10")
+    dm = NoisyImageDataModule(dataset="cifar10", data_dir=str(root), classes=[3, 5], val_size=0)
+    dm.setup()
+    assert dm.num_classes == 2
+    assert set(torch.unique(dm.train_clean_labels).tolist()) <= {0, 1}
