@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 def world_size() -> int:
@@ -88,3 +89,24 @@ def gather_by_index(index: Tensor, values: Tensor, num_samples: int) -> Tensor:
             f"(first: {missing}); was the dataloader's sampler dropping samples?"
         )
     return out
+
+
+def rank_shard_loader(
+    dataset: Dataset, world: int, rank: int, batch_size: int, num_workers: int = 0
+) -> DataLoader:
+    """Unshuffled loader over this rank's shard of ``dataset`` (padded to equal shard sizes).
+
+    Pair it with :func:`gather_by_index`, which removes the padding by sample index.
+
+    Args:
+        dataset: a dataset whose items end with the sample index.
+        world: number of processes (``trainer.world_size``).
+        rank: this process's global rank (``trainer.global_rank``).
+        batch_size: loader batch size.
+        num_workers: loader worker processes.
+
+    Returns:
+        A ``DataLoader`` over ``DistributedSampler(dataset, world, rank, shuffle=False)``.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)

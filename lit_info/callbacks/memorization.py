@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_info.dist import gather_by_index
+from lit_info.dist import gather_by_index, rank_shard_loader
 
 
 def memorization_stats(pred: Tensor, given: Tensor, clean: Tensor) -> dict[str, float]:
@@ -118,14 +117,12 @@ class MemorizationMonitor(pl.Callback):
         dm = self._check_datamodule(trainer)
         base_loader = dm.train_eval_dataloader()
         dataset = base_loader.dataset
-        sampler = DistributedSampler(
-            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
-        loader = DataLoader(
+        loader = rank_shard_loader(
             dataset,
-            batch_size=base_loader.batch_size,
-            sampler=sampler,
-            num_workers=base_loader.num_workers,
+            trainer.world_size,
+            trainer.global_rank,
+            base_loader.batch_size,
+            base_loader.num_workers,
         )
         predicts_gradient = hasattr(pl_module, "predicted_logit_gradient")
         was_training = pl_module.training
@@ -141,7 +138,8 @@ class MemorizationMonitor(pl.Callback):
                 preds.append(logits.argmax(dim=1))
                 grad_norms.append(grad.norm(dim=1))
                 if predicts_gradient:
-                    pred_grad_norms.append(pl_module.predicted_logit_gradient(x).norm(dim=1))
+                    g_hat = pl_module.predicted_logit_gradient(x, logits=logits)
+                    pred_grad_norms.append(g_hat.norm(dim=1))
         finally:
             pl_module.train(was_training)
         index = torch.cat(indices)

@@ -47,9 +47,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from lit_info.dist import gather_by_index, world_size
+from lit_info.dist import gather_by_index, rank_shard_loader, world_size
 from lit_info.info import (
     empirical_ntk,
     functional_si,
@@ -244,10 +244,7 @@ class SampleInformation(pl.Callback):
         self, trainer: pl.Trainer, net: nn.Module, dataset: Dataset, batch_size: int, device
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Jacobian ``(n, k, d)``, outputs ``(n, k)``, labels ``(n,)`` of a dataset, all ranks."""
-        sampler = DistributedSampler(
-            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+        loader = rank_shard_loader(dataset, trainer.world_size, trainer.global_rank, batch_size)
         jacs, outs, labels, indices = [], [], [], []
         was_training = net.training
         net.eval()

@@ -135,9 +135,17 @@ class LIMIT(ImageClassificationModule):
         if q_init_from is not None:
             self.q_net.load_state_dict(load_state_dict_from_checkpoint(q_init_from))
 
-    def predicted_logit_gradient(self, x: Tensor) -> Tensor:
-        """``g_hat`` for a batch of inputs (used by monitors)."""
-        return predicted_gradient(self.net(x), self.q_net(x))
+    def predicted_logit_gradient(self, x: Tensor, logits: Tensor | None = None) -> Tensor:
+        """``g_hat`` for a batch of inputs (used by monitors).
+
+        Args:
+            x: the inputs.
+            logits: the classifier's logits on ``x`` when the caller has them already (saves a
+                second forward pass of the classifier).
+        """
+        if logits is None:
+            logits = self.net(x)
+        return predicted_gradient(logits, self.q_net(x))
 
     def sample_around(self, g_hat: Tensor) -> Tensor:
         """Sample the injected gradient around ``g_hat`` (detached)."""

@@ -108,3 +108,27 @@ def test_monitor_needs_label_bookkeeping():
             MemorizationMonitor._check_datamodule(SimpleNamespace(datamodule=dm))
     with pytest.raises(ValueError, match="every_n_epochs"):
         MemorizationMonitor(every_n_epochs=0)
+
+
+def test_rank_shards_cover_every_sample_once_after_dedup():
+    from torch.utils.data import TensorDataset
+
+    from lit_info.dist import rank_shard_loader
+
+    ds = TensorDataset(torch.arange(11) * 10, torch.arange(11))
+    seen = []
+    for rank in range(2):
+        shard = [int(i) for _, idx in rank_shard_loader(ds, 2, rank, batch_size=4) for i in idx]
+        assert len(shard) == 6  # 11 samples padded to 12 over 2 ranks
+        seen += shard
+    assert sorted(set(seen)) == list(range(11)) and len(seen) == 12
+
+
+def test_limit_predicted_gradient_reuses_given_logits():
+    model = LIMIT(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    model.eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.predicted_logit_gradient(x, logits=model(x)), model.predicted_logit_gradient(x)
+        )
