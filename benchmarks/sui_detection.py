@@ -1,0 +1,85 @@
+"""Mislabeled-example detection with F-SI: AUC-ROC under 10% uniform label noise.
+
+Setting: real MNIST test images of 4s and 9s (``--n`` training, ``--val`` clean validation for
+F-SI), a fraction ``--noise`` of the training labels flipped (uniform noise on two classes),
+the MLP 784 -> ``--hidden`` -> 1 linearized at its initialization and trained by ``--steps``
+full-batch GD steps (lr ``--lr``, MSE toward +-1), as in the ground-truth benchmark. Mislabeled
+samples are surprising given the others, so they should carry more unique information: the
+score of a sample is its F-SI (or SI); the AUC-ROC measures how well it ranks flipped samples
+above clean ones (0.5 = chance, 1 = perfect). Averaged over ``--seeds`` draws of data, noise and
+initialization. Script-readable lines::
+
+    auc F-SI mislabeled: 0.953
+    auc SI mislabeled: 0.941
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from sklearn.metrics import roc_auc_score
+from sui_common import mlp, mnist_4v9
+
+from lit_info.info import (
+    functional_si,
+    leave_one_out_differences,
+    structured_ntk_pair,
+    weight_si,
+)
+
+
+def main() -> None:
+    """Run the detection benchmark and print the AUCs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--val", type=int, default=500)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lam", type=float, default=0.0)
+    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(
+        f"MNIST 4 vs 9: n={args.n}, {args.noise:.0%} labels flipped, MLP 784-{args.hidden}-1 "
+        f"at init, GD lr={args.lr} steps={args.steps} lam={args.lam}"
+    )
+    aucs: dict[str, list[float]] = {"F-SI": [], "SI": []}
+    for seed in range(args.seeds):
+        began = time.perf_counter()
+        x, y, xv, _ = mnist_4v9(args.n, args.val, seed=seed)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        flipped = torch.randperm(args.n, generator=gen)[: round(args.noise * args.n)]
+        corrupted = torch.zeros(args.n, dtype=torch.bool)
+        corrupted[flipped] = True
+        y_noisy = torch.where(corrupted[:, None], -y, y)
+        x, y_noisy, xv = x.to(device), y_noisy.to(device), xv.to(device)
+        model = mlp(args.hidden, seed=seed).to(device)
+        theta, theta_v = structured_ntk_pair(model, x, xv)
+        with torch.no_grad():
+            residual = model(x) - y_noisy
+        _, delta = leave_one_out_differences(
+            theta, residual, eta=args.lr, t=args.steps, lam=args.lam, mode="discrete"
+        )
+        scores = {"F-SI": functional_si(theta_v, delta), "SI": weight_si(theta, delta)}
+        line = []
+        for name, score in scores.items():
+            auc = roc_auc_score(corrupted.numpy(), score.cpu().numpy())
+            aucs[name].append(auc)
+            line.append(f"{name} {auc:.3f}")
+        print(f"seed {seed}: AUC {', '.join(line)} ({time.perf_counter() - began:.1f} s)")
+    for name, values in aucs.items():
+        mean = sum(values) / len(values)
+        spread = (max(values) - min(values)) / 2
+        print(f"auc {name} mislabeled: {mean:.3f} (+-{spread:.3f} over {len(values)} seeds)")
+
+
+if __name__ == "__main__":
+    main()
