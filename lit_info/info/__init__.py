@@ -19,6 +19,7 @@ from .sample_info import (
     weight_si,
     weight_si_from_jacobian,
 )
+from .structured_ntk import structured_ntk, structured_ntk_pair
 
 __all__ = [
     "eigh_kernel",
@@ -38,6 +39,8 @@ __all__ = [
     "reference_leave_one_out",
     "sketch_matrix",
     "spectral_filter",
+    "structured_ntk",
+    "structured_ntk_pair",
     "train_coefficients",
     "unflatten_outputs",
     "weight_si",

@@ -22,6 +22,7 @@ projection: compute train and test Jacobians with the same seed for their kernel
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -127,6 +128,7 @@ def network_jacobian(
     chunk_size: int | None = 64,
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
+    parameters: Sequence[str] | None = None,
 ) -> Tensor:
     """Jacobian of the outputs of ``model`` with respect to all its trainable parameters.
 
@@ -142,6 +144,10 @@ def network_jacobian(
         sketch_dim: If given, project the parameter dimension to this many random directions
             (see the module docstring); None returns the exact Jacobian.
         sketch_seed: Seed of the projection; use the same one for train and test inputs.
+        parameters: Names (as in :func:`parameter_names`) of the trainable parameters to
+            differentiate, a subset of them; the others are held fixed. Columns keep the
+            ``named_parameters()`` order whatever the order of ``parameters``, and a sketch is
+            then defined over the selected parameters only. None (default) selects all of them.
 
     Returns:
         Tensor of shape ``(n, k, p)`` (or ``(n, k, sketch_dim)``) with
@@ -159,9 +165,12 @@ def network_jacobian(
     names = parameter_names(model)
     if not names:
         raise ValueError("model has no parameters with requires_grad=True")
+    if parameters is not None:
+        names = _select_parameters(names, parameters)
+    selected = set(names)
     named = dict(model.named_parameters())
     params = {name: named[name].detach() for name in names}
-    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = {name: p.detach() for name, p in named.items() if name not in selected}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
     def single_output(p: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -191,6 +200,24 @@ def network_jacobian(
     finally:
         model.train(was_training)
     return torch.cat(chunks)
+
+
+def _select_parameters(names: list[str], parameters: Sequence[str]) -> list[str]:
+    """The trainable ``names`` that are in ``parameters``, in ``names`` order (validated)."""
+    if isinstance(parameters, str) or not isinstance(parameters, Sequence):
+        raise ValueError(
+            f"parameters must be a sequence of parameter names or None, got {parameters!r}"
+        )
+    wanted = set(parameters)
+    unknown = sorted(str(name) for name in wanted - set(names))
+    if unknown:
+        raise ValueError(
+            f"parameters {unknown} are not trainable parameters of the model "
+            "(see parameter_names(model))"
+        )
+    if not wanted:
+        raise ValueError("parameters must name at least one trainable parameter")
+    return [name for name in names if name in wanted]
 
 
 def _project(blocks: list[Tensor], sketch_dim: int, sketch_seed: int) -> Tensor:
