@@ -17,13 +17,23 @@ leave-one-out problems use the mean over the ``n - 1`` remaining samples by defa
 Jacobian is taken in eval mode (BatchNorm frozen at its running statistics, dropout off), and
 ``f0`` is the network's output at the linearization point.
 
-Cost: the Jacobian holds ``n k p`` numbers (or ``n k sketch_dim`` with a random sketch); the
-leave-one-out is ``O((n k)^3)`` for infinite time with ``lam > 0`` but ``O(n (n k)^3)``
-otherwise, hence ``max_train_samples``.
+Kernel (``kernel``): ``"structured"`` (:func:`lit_info.info.structured_ntk_pair`) builds the
+empirical NTK of ``nn.Linear`` layers from their inputs and output gradients, without their
+Jacobian (other parameters, e.g. convolutions and BatchNorm, through their exact Jacobian);
+``"jacobian"`` materializes the full Jacobian (the only choice with a random sketch);
+``"auto"`` (default) picks ``"structured"`` unless ``sketch_dim`` is set. Both give the same
+kernel up to rounding.
 
-Distributed training: every rank computes the Jacobian rows and outputs of its shard of the
-training set (and of the F-SI set) under a ``DistributedSampler(shuffle=False)``; the shards are
-gathered by sample index (padding deduplicated) so every rank holds the full Jacobian. The kernel
+Cost: the Jacobian holds ``n k p`` numbers (or ``n k sketch_dim`` with a random sketch; the
+structured kernel keeps only ``n k`` numbers per Linear output unit and per input unit, plus the
+Jacobian of the non-Linear parameters); the leave-one-out is ``O((n k)^3)`` for infinite time
+with ``lam > 0`` but ``O(n (n k)^3)`` otherwise, hence ``max_train_samples``.
+
+Distributed training: every rank computes the outputs (and, for ``kernel="jacobian"``, the
+Jacobian rows) of its shard of the training set (and of the F-SI set) under a
+``DistributedSampler(shuffle=False)``; the shards are gathered by sample index (padding
+deduplicated) so every rank holds the full Jacobian. The structured kernel instead gathers the
+inputs of the shards by index, and rank zero computes the kernel from all inputs. The kernel
 algebra then runs on rank zero only and its per-sample results are broadcast, so every rank ends
 with the same ``results`` as a single-process run on the same weights.
 
@@ -55,6 +65,7 @@ from lit_info.info import (
     functional_si,
     leave_one_out_differences,
     network_jacobian,
+    structured_ntk_pair,
     weight_si,
 )
 from lit_info.info.linearized import resolve_mode
@@ -63,6 +74,37 @@ __all__ = ["SampleInformation"]
 
 _FSI_SPLITS = ("val", "test")
 _TARGETS = ("onehot", "binary")
+_KERNELS = ("auto", "structured", "jacobian")
+
+
+class _LogitDifference(nn.Module):
+    """The logit difference ``f_1 - f_0`` (shape ``(N, 1)``) of a two-output network."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Compute ``f_1(x) - f_0(x)``.
+
+        Args:
+            x: Inputs ``(N, ...)``.
+
+        Returns:
+            Tensor of shape ``(N, 1)``.
+        """
+        out = self.net(x)
+        return out[:, 1:] - out[:, :1]
+
+
+def _to_network(x: Tensor, net: nn.Module, device: torch.device) -> Tensor:
+    """Move a batch to ``device`` and floating inputs to the dtype of the network's weights."""
+    x = x.to(device)
+    if x.is_floating_point():
+        dtypes = [p.dtype for p in net.parameters() if p.is_floating_point()]
+        if dtypes and x.dtype != dtypes[0]:
+            x = x.to(dtypes[0])
+    return x
 
 
 def _positive_int_or_none(value: object, name: str) -> None:
@@ -94,10 +136,13 @@ class SampleInformation(pl.Callback):
         targets: ``"onehot"`` or ``"binary"`` (two classes; see the module docstring).
         loo_normalization: ``"remaining"`` or ``"original"`` (see
             :mod:`lit_info.info.sample_info`).
-        jacobian_chunk_size: Samples per vectorized Jacobian call.
+        jacobian_chunk_size: Samples per vectorized Jacobian call (and per forward/backward pass
+            of the structured kernel).
         log_images: Log a grid of the 8 most and 8 least informative (by F-SI) training images.
         filename: CSV name pattern in ``trainer.log_dir`` with an ``{epoch}`` field; None
             disables the CSV.
+        kernel: How the empirical NTK is computed: ``"structured"``, ``"jacobian"`` or
+            ``"auto"`` (structured unless ``sketch_dim`` is set); see the module docstring.
 
     Attributes:
         results: After a computation: ``index``, ``label`` (clean), ``given_label``,
@@ -127,6 +172,7 @@ class SampleInformation(pl.Callback):
         jacobian_chunk_size: int = 64,
         log_images: bool = True,
         filename: str | None = "sample_information_epoch{epoch}.csv",
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         _positive_int_or_none(every_n_epochs, "every_n_epochs")
@@ -156,6 +202,13 @@ class SampleInformation(pl.Callback):
             raise FileNotFoundError(f"reference_checkpoint not found: {reference_checkpoint}")
         if filename is not None and "{epoch}" not in filename:
             raise ValueError(f"filename must contain '{{epoch}}', got {filename!r}")
+        if not isinstance(kernel, str) or kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+        if kernel == "structured" and sketch_dim is not None:
+            raise ValueError(
+                "kernel='structured' computes the exact kernel: it cannot use sketch_dim; "
+                "use kernel='jacobian' (or 'auto') with a sketch"
+            )
         self.every_n_epochs = every_n_epochs
         self.on_fit_end_enabled = on_fit_end
         self.reference_checkpoint = reference_checkpoint
@@ -173,8 +226,16 @@ class SampleInformation(pl.Callback):
         self.jacobian_chunk_size = jacobian_chunk_size
         self.log_images = log_images
         self.filename = filename
+        self.kernel = kernel
         self.results: dict[str, Tensor | int] = {}
         self._last_global_step: int | None = None
+
+    @property
+    def kernel_method(self) -> str:
+        """The kernel actually used: ``"structured"`` or ``"jacobian"`` (``"auto"`` resolved)."""
+        if self.kernel == "auto":
+            return "structured" if self.sketch_dim is None else "jacobian"
+        return self.kernel
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -240,29 +301,42 @@ class SampleInformation(pl.Callback):
         ref.load_state_dict(load_state_dict_from_checkpoint(self.reference_checkpoint))
         return ref
 
-    def _shard_jacobian(
-        self, trainer: pl.Trainer, net: nn.Module, dataset: Dataset, batch_size: int, device
+    def _shard_data(
+        self,
+        trainer: pl.Trainer,
+        net: nn.Module,
+        dataset: Dataset,
+        batch_size: int,
+        device,
+        jacobian: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Jacobian ``(n, k, d)``, outputs ``(n, k)``, labels ``(n,)`` of a dataset, all ranks."""
+        """Per-sample rows, outputs ``(n, k)`` and labels ``(n,)`` of a dataset, on all ranks.
+
+        The rows are the Jacobian ``(n, k, d)`` if ``jacobian``, else the inputs ``(n, ...)``;
+        everything is gathered by sample index (the sampler's padding removed).
+        """
         loader = rank_shard_loader(dataset, trainer.world_size, trainer.global_rank, batch_size)
-        jacs, outs, labels, indices = [], [], [], []
+        rows, outs, labels, indices = [], [], [], []
         was_training = net.training
         net.eval()
         try:
             for x, y, index in loader:
-                x = x.to(device)
-                jac = network_jacobian(
-                    net,
-                    x,
-                    chunk_size=self.jacobian_chunk_size,
-                    sketch_dim=self.sketch_dim,
-                    sketch_seed=self.sketch_seed,
-                )
+                x = _to_network(x, net, device)
+                if jacobian:
+                    jac = network_jacobian(
+                        net,
+                        x,
+                        chunk_size=self.jacobian_chunk_size,
+                        sketch_dim=self.sketch_dim,
+                        sketch_seed=self.sketch_seed,
+                    )
+                    rows.append(jac.reshape(jac.shape[0], -1))
+                else:
+                    rows.append(x)
                 with torch.no_grad():
                     out = net(x)
                 if out.ndim == 1:
                     out = out[:, None]
-                jacs.append(jac.reshape(jac.shape[0], -1))
                 outs.append(out.detach())
                 labels.append(torch.as_tensor(y, device=device).long())
                 indices.append(torch.as_tensor(index, device=device).long())
@@ -272,9 +346,11 @@ class SampleInformation(pl.Callback):
         index = torch.cat(indices)
         out = gather_by_index(index, torch.cat(outs), n)
         k = out.shape[1]
-        jac = gather_by_index(index, torch.cat(jacs), n).reshape(n, k, -1)
+        gathered = gather_by_index(index, torch.cat(rows), n)
+        if jacobian:
+            gathered = gathered.reshape(n, k, -1)
         label = gather_by_index(index, torch.cat(labels), n)
-        return jac, out, label
+        return gathered, out, label
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
         """Per-sample SI and F-SI of the training set (identical on every rank).
@@ -305,15 +381,21 @@ class SampleInformation(pl.Callback):
         batch = getattr(dm, "eval_batch_size", 256)
         device = pl_module.device
         net = self._network(pl_module).to(device)
-        jac, f0, given = self._shard_jacobian(trainer, net, train_set, batch, device)
-        jac_v, _, _ = self._shard_jacobian(trainer, net, fsi_set, batch, device)
+        use_jacobian = self.kernel_method == "jacobian"
+        # structured: the inputs themselves (gathered by index) instead of Jacobians
+        rows, f0, given = self._shard_data(trainer, net, train_set, batch, device, use_jacobian)
+        rows_v, _, _ = self._shard_data(trainer, net, fsi_set, batch, device, use_jacobian)
         num_outputs = f0.shape[1]
+        kernel_net = net
         if self.targets == "binary":
             if num_outputs != 2:
                 raise ValueError(
                     f"targets='binary' needs a network with 2 outputs, got {num_outputs}"
                 )
-            jac, jac_v = jac[:, 1:] - jac[:, :1], jac_v[:, 1:] - jac_v[:, :1]
+            if use_jacobian:
+                rows, rows_v = rows[:, 1:] - rows[:, :1], rows_v[:, 1:] - rows_v[:, :1]
+            else:
+                kernel_net = _LogitDifference(net)
             f0 = f0[:, 1:] - f0[:, :1]
             y = (2.0 * given.to(torch.float64) - 1.0)[:, None]
         else:
@@ -324,7 +406,14 @@ class SampleInformation(pl.Callback):
             y = F.one_hot(given, num_outputs).to(torch.float64)
         values = torch.zeros(n, 2, dtype=torch.float64, device=device)
         if trainer.is_global_zero:
-            values = self.sample_information(jac, f0, y, jac_v).to(device)
+            if use_jacobian:
+                values = self.sample_information(rows, f0, y, rows_v)
+            else:
+                theta, theta_v = structured_ntk_pair(
+                    kernel_net, rows, rows_v, chunk_size=self.jacobian_chunk_size
+                )
+                values = self.sample_information_from_kernels(theta, f0, y, theta_v)
+            values = values.to(device)
         if world_size() > 1:
             if dist.get_backend() == "nccl" and values.device.type != "cuda":
                 values = values.to(torch.device("cuda", torch.cuda.current_device()))
@@ -357,6 +446,24 @@ class SampleInformation(pl.Callback):
             float64 tensor ``(n, 2)``.
         """
         theta = empirical_ntk(jacobian, dtype=torch.float64)
+        theta_v = empirical_ntk(jacobian_fsi, jacobian, dtype=torch.float64)
+        return self.sample_information_from_kernels(theta, f0, targets, theta_v)
+
+    def sample_information_from_kernels(
+        self, theta: Tensor, f0: Tensor, targets: Tensor, theta_fsi: Tensor
+    ) -> Tensor:
+        """The kernel algebra from the kernels: ``(n, 2)`` float64 columns SI and F-SI.
+
+        Args:
+            theta: Train kernel ``(n k, n k)`` (float64) at the linearization point.
+            f0: Train outputs ``(n, k)`` at the linearization point.
+            targets: Regression targets ``(n, k)``.
+            theta_fsi: Kernel ``(v k, n k)`` between the F-SI inputs and the training set.
+
+        Returns:
+            float64 tensor ``(n, 2)``.
+        """
+        theta = theta.to(torch.float64)
         residual = f0.to(torch.float64) - targets.to(torch.float64)
         _, delta = leave_one_out_differences(
             theta,
@@ -368,8 +475,7 @@ class SampleInformation(pl.Callback):
             loo_normalization=self.loo_normalization,
         )
         si = weight_si(theta, delta, sigma2=self.sigma2)
-        theta_v = empirical_ntk(jacobian_fsi, jacobian, dtype=torch.float64)
-        fsi = functional_si(theta_v, delta, sigma2=self.sigma2)
+        fsi = functional_si(theta_fsi.to(torch.float64), delta, sigma2=self.sigma2)
         return torch.stack([si, fsi], dim=1)
 
     # ---------------------------------------------------------------- outputs

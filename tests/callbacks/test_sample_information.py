@@ -214,6 +214,9 @@ def test_max_train_samples_is_enforced(tmp_path):
         ({"targets": "soft"}, "targets"),
         ({"loo_normalization": "x"}, "loo_normalization"),
         ({"filename": "si.csv"}, "filename"),
+        ({"kernel": "fast"}, "kernel must be one of"),
+        ({"kernel": None}, "kernel must be one of"),
+        ({"kernel": "structured", "sketch_dim": 10}, "cannot use sketch_dim"),
     ],
 )
 def test_argument_errors(kwargs, match):
@@ -366,3 +369,47 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     # both ranks hold the broadcast values of rank zero, bit for bit
     assert torch.equal(ranks[0]["results"]["si"], ranks[1]["results"]["si"])
     assert (single["results"]["fsi"] > 0).all()
+
+
+@pytest.mark.parametrize("targets", ["onehot", "binary"])
+def test_structured_and_jacobian_kernels_agree(tmp_path, targets):
+    """Both kernels on the same float64 weights: the same SI and F-SI."""
+    common = {"t": 15, "eta": 0.05, "lam": 0.01, "log_images": False, "targets": targets}
+    auto = SampleInformation(**common)
+    structured = SampleInformation(kernel="structured", filename=None, **common)
+    jacobian = SampleInformation(kernel="jacobian", filename=None, **common)
+    assert auto.kernel_method == structured.kernel_method == "structured"
+    assert jacobian.kernel_method == "jacobian"
+    assert SampleInformation(sketch_dim=5).kernel_method == "jacobian"
+    pl.seed_everything(0, verbose=False)
+    if targets == "binary":
+        dm, num_classes = _TwoClassData(), 2
+    else:
+        dm = NoisyImageDataModule(
+            dataset="digits", noise_type="uniform", noise_level=0.3, train_subset=40, val_size=8
+        )
+        num_classes = 10
+    # BatchNorm: its affine parameters go through the Jacobian part of the structured kernel
+    model = Classifier(
+        num_classes=num_classes,
+        input_shape=(1, 8, 8),
+        net="mlp",
+        net_kwargs={"hidden": [8, 6], "batch_norm": True},
+    )
+    pl.Trainer(
+        max_epochs=1,
+        precision="64-true",  # float64 weights: the two kernels agree to rounding
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[auto, structured, jacobian],
+        default_root_dir=tmp_path,
+    ).fit(model, dm)
+    assert next(model.net.parameters()).dtype == torch.float64
+    for key in ("si", "fsi"):
+        assert (jacobian.results[key] > 0).all()
+        torch.testing.assert_close(
+            structured.results[key], jacobian.results[key], rtol=1e-8, atol=0.0
+        )
+        assert torch.equal(auto.results[key], structured.results[key])
