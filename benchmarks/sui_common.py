@@ -40,7 +40,11 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def mnist_4v9(
-    n_train: int, n_val: int, seed: int = 0, dtype: torch.dtype = torch.float64
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    digits: str = "4v9",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Training and validation inputs ``(n, 784)`` and targets ``(n, 1)`` (+1 for 9, -1 for 4).
 
@@ -49,6 +53,8 @@ def mnist_4v9(
         n_val: Validation samples (disjoint from the training ones).
         seed: Shuffle seed.
         dtype: Dtype of the returned tensors.
+        digits: ``"4v9"`` (1,991 images) or ``"all"`` (all 10,000 test images, target +1 for
+            a digit >= 5; for timings at larger ``n``).
 
     Returns:
         ``x_train, y_train, x_val, y_val``.
@@ -56,13 +62,21 @@ def mnist_4v9(
     raw = datasets_dir() / "MNIST" / "raw"
     images = _read_idx(raw / "t10k-images-idx3-ubyte.gz")
     labels = _read_idx(raw / "t10k-labels-idx1-ubyte.gz")
-    keep = np.flatnonzero((labels == 4) | (labels == 9))
+    if digits not in ("4v9", "all"):
+        raise SystemExit(f"digits must be '4v9' or 'all', got {digits!r}")
+    if digits == "4v9":
+        keep = np.flatnonzero((labels == 4) | (labels == 9))
+    else:
+        keep = np.arange(len(labels))
     if n_train + n_val > len(keep):
-        raise SystemExit(f"only {len(keep)} images of 4 and 9; asked for {n_train} + {n_val}")
+        raise SystemExit(
+            f"only {len(keep)} images for digits={digits}; asked for {n_train} + {n_val}"
+        )
     keep = np.random.default_rng(seed).permutation(keep)[: n_train + n_val]
     x = torch.from_numpy(images[keep].reshape(len(keep), -1).astype(np.float64) / 255.0)
     x = ((x - MNIST_MEAN) / MNIST_STD).to(dtype)
-    y = torch.from_numpy(np.where(labels[keep] == 9, 1.0, -1.0)).to(dtype)[:, None]
+    positive = labels[keep] == 9 if digits == "4v9" else labels[keep] >= 5
+    y = torch.from_numpy(np.where(positive, 1.0, -1.0)).to(dtype)[:, None]
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
