@@ -19,6 +19,23 @@ Pipeline of :meth:`NoisyImageDataModule.setup`:
 4. Split the pool into train / validation by a permutation seeded by ``split_seed``.
    Validation labels are the noisy ones if ``noisy_validation`` (as in Harutyunyan et al.,
    ICML 2020), else the clean ones. The test set is always clean.
+5. Optionally drop ``exclude_train_indices`` from the training split (e.g. the least
+   informative samples, for data summarization; see :mod:`lit_info.summarization`). This comes
+   last, so the split, the noise and the labels of every remaining sample are exactly those of
+   the run without exclusion.
+
+Indices after an exclusion. The per-sample callbacks
+(:class:`~lit_info.callbacks.SampleInformation`, :class:`~lit_info.callbacks.MemorizationMonitor`)
+treat the ``index`` of an item as a row number in ``[0, len(train_set))``: they gather results
+with :func:`lit_info.dist.gather_by_index` into ``len(train_set)`` rows and compare them with
+``train_clean_labels`` / ``train_noisy_labels`` row by row. So the training items of a module
+with exclusions carry the *position in the reduced training set* (``0..m-1``, in increasing
+order of the original index), and ``train_clean_labels``, ``train_noisy_labels``,
+``train_is_corrupted`` and ``train_source_indices`` have ``m`` rows aligned with it. The
+original index of item ``i`` (its ``index`` in the run without exclusion) is
+``train_original_indices[i]``; ``train_split_size`` is the size of the full training split and
+``train_excluded_indices`` lists the dropped original indices. Without exclusions
+``train_original_indices`` is ``arange(n)``, so nothing changes.
 
 File formats and readers:
 
@@ -42,13 +59,15 @@ File formats and readers:
   split (360 images; ``random_state=TEST_CARVE_SEED``) is carved, leaving a pool of 1,437.
 
 Missing files raise :class:`FileNotFoundError` naming the data set, ``data_dir``, the expected
-files and the ``download: true`` option; malformed files raise :class:`ValueError` naming the
-file. All files are read and checked before the module's state is set, so a failed
-``setup`` leaves the module untouched, and nothing is ever written unless ``download=True``.
+files and the ``download: true`` option (a missing ``exclude_train_indices`` file names
+itself); malformed files raise :class:`ValueError` naming the file. All files are read and
+checked before the module's state is set, so a failed ``setup`` leaves the module untouched,
+and nothing is ever written unless ``download=True``.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -472,6 +491,103 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _parse_index(token: str, where: str) -> int:
+    text = token.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(
+            f"exclude_train_indices: {where}: expected an integer training index, got {text!r}"
+        ) from None
+    return value
+
+
+def read_index_file(path: str | os.PathLike[str]) -> list[int]:
+    """Read training indices from a text file (one per line) or a CSV with an ``index`` column.
+
+    Blank lines and lines starting with ``#`` are ignored. The file is a CSV when its first
+    remaining line is not an integer: that line is then the header, and it must name an
+    ``index`` column (as the ``scores/*.csv`` files of :mod:`lit_info.summarization` and the
+    ``sample_information_epoch*.csv`` files of :class:`~lit_info.callbacks.SampleInformation`
+    do; the latter hold original indices only for a run without exclusions, otherwise
+    positions in the reduced set).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The indices in file order (not validated against a data set).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If a line is not an integer, or a CSV has no ``index`` column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exclude_train_indices file not found: {str(path)!r}")
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        return []
+    first = lines[0][1]
+    try:
+        int(first)
+    except ValueError:
+        pass
+    else:  # plain text: one index per line
+        return [_parse_index(line, f"{path}, line {number}") for number, line in lines]
+    rows = list(csv.reader([line for _, line in lines]))
+    header = [name.strip() for name in rows[0]]
+    if "index" not in header:
+        raise ValueError(
+            f"exclude_train_indices: {path} is neither one integer per line nor a CSV with an "
+            f"'index' column (first line: {first!r})"
+        )
+    col = header.index("index")
+    out = []
+    for (number, _), row in zip(lines[1:], rows[1:], strict=True):
+        if col >= len(row):
+            raise ValueError(f"exclude_train_indices: {path}, line {number}: no 'index' field")
+        out.append(_parse_index(row[col], f"{path}, line {number}"))
+    return out
+
+
+def _exclusion_list(value: object) -> np.ndarray:
+    """Validate ``exclude_train_indices`` (a list or a file path); return sorted int64 indices."""
+    if value is None:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(value, (str, os.PathLike)):
+        indices: list[object] = list(read_index_file(value))
+        source = f" (from {str(value)!r})"
+    elif isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        indices = list(value.tolist() if hasattr(value, "tolist") else value)
+        source = ""
+    else:
+        raise ValueError(
+            "exclude_train_indices must be None, a list of training indices or the path of a "
+            f"file of indices, got {type(value).__name__}"
+        )
+    bad = [v for v in indices if not _is_int(v)]
+    if bad:
+        raise ValueError(
+            f"exclude_train_indices must hold integers{source}, got {bad[:5]!r}"
+            + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        )
+    arr = np.asarray(indices, dtype=np.int64)
+    if arr.size and arr.min() < 0:
+        negative = sorted(set(arr[arr < 0].tolist()))[:5]
+        raise ValueError(f"exclude_train_indices must be >= 0{source}, got {negative}")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"exclude_train_indices has duplicates{source}: {uniq[counts > 1][:5].tolist()}"
+        )
+    return uniq
+
+
 class NoisyImageDataModule(pl.LightningDataModule):
     """Image classification data with synthetic label noise; items are ``(x, y, index)``.
 
@@ -499,6 +615,12 @@ class NoisyImageDataModule(pl.LightningDataModule):
             them ``0..len(classes)-1`` in the order given, e.g. ``[4, 9]`` for MNIST 4 vs 9
             (4 -> 0, 9 -> 1). Applied before ``train_subset``, noise and split; pair noise is
             not available on a class subset.
+        exclude_train_indices: Training samples to drop after split and noise (step 5 of the
+            pipeline): a list of indices into the full training split (the ``index`` of the
+            items without exclusion) or the path of a file of such indices (one per line, or a
+            CSV with an ``index`` column; see :func:`read_index_file`). Items of the remaining
+            samples are renumbered ``0..m-1`` for the per-sample callbacks; see the module
+            docstring and :attr:`train_original_indices`.
         augment: Use the standard augmentation for training; ``None`` means ``True`` for CIFAR
             and ``False`` otherwise. Standard augmentation: random crop with zero padding
             (4 px for CIFAR, 3 px for 28x28, 1 px for digits) and, except for MNIST and
@@ -508,8 +630,14 @@ class NoisyImageDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: DataLoader ``pin_memory``.
 
+    Attributes (after :meth:`setup`):
+        train_original_indices: ``(m,)`` original training index of every training item.
+        train_excluded_indices: Sorted original indices dropped by ``exclude_train_indices``.
+        train_split_size: Size of the training split before the exclusion.
+
     Raises:
         ValueError: On any invalid argument (the message names it).
+        FileNotFoundError: If an ``exclude_train_indices`` file does not exist.
     """
 
     def __init__(
@@ -526,6 +654,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
         train_from_test_set: int | None = None,
         train_subset: int | None = None,
         classes: list[int] | None = None,
+        exclude_train_indices: list[int] | str | None = None,
         augment: bool | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
@@ -586,6 +715,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         if augment is not None and not isinstance(augment, bool):
             raise ValueError(f"augment must be None, True or False, got {augment!r}")
+        self.exclude_train_indices = _exclusion_list(exclude_train_indices)
 
         self.save_hyperparameters()
         self.dataset = dataset
@@ -772,6 +902,21 @@ class NoisyImageDataModule(pl.LightningDataModule):
         perm = rng.permutation(n_pool)
         val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
+        n_split = int(train_idx.shape[0])
+        excluded = self.exclude_train_indices
+        if excluded.size and int(excluded[-1]) >= n_split:
+            out = excluded[excluded >= n_split]
+            raise ValueError(
+                f"exclude_train_indices: {out[:5].tolist()} out of range for a training split of "
+                f"{n_split} samples (valid indices: 0..{n_split - 1})"
+            )
+        if excluded.size == n_split:
+            raise ValueError(
+                f"exclude_train_indices removes all {n_split} training samples; keep at least one"
+            )
+        kept = np.setdiff1d(np.arange(n_split), excluded)  # sorted
+        train_idx = train_idx[kept]
+
         noisy_t = torch.from_numpy(noisy).long()
         clean_t = pool_y.long()
         train_x = pool_x[train_idx]
@@ -779,6 +924,9 @@ class NoisyImageDataModule(pl.LightningDataModule):
 
         # Set all state at once (a failure above leaves the module untouched).
         self.source_split = source_split
+        self.train_split_size = n_split
+        self.train_original_indices = torch.from_numpy(kept).long()
+        self.train_excluded_indices = torch.from_numpy(excluded.copy()).long()
         self.train_source_indices = torch.from_numpy(pool_src[train_idx]).long()
         self.val_source_indices = torch.from_numpy(pool_src[val_idx]).long()
         self.test_source_indices = torch.from_numpy(np.asarray(test_src)).long()
@@ -868,7 +1016,9 @@ class NoisyImageDataModule(pl.LightningDataModule):
         """Training set without augmentation, unshuffled, eval batch size, noisy labels.
 
         Items are ``(x, noisy_label, index)``; compare with :attr:`train_clean_labels` /
-        :attr:`train_is_corrupted` through ``index``.
+        :attr:`train_is_corrupted` through ``index``. With ``exclude_train_indices`` the
+        ``index`` is the position in the reduced training set; map it back with
+        :attr:`train_original_indices`.
         """
         self._require_setup()
         return self._eval_loader(self.train_eval_dataset)
