@@ -26,8 +26,9 @@ kernel up to rounding.
 
 Cost: the Jacobian holds ``n k p`` numbers (or ``n k sketch_dim`` with a random sketch; the
 structured kernel keeps only ``n k`` numbers per Linear output unit and per input unit, plus the
-Jacobian of the non-Linear parameters); the leave-one-out is ``O((n k)^3)`` for infinite time
-with ``lam > 0`` but ``O(n (n k)^3)`` otherwise, hence ``max_train_samples``.
+Jacobian of the non-Linear parameters); the leave-one-out needs one eigendecomposition of the
+``n k x n k`` kernel, ``O((n k)^3)`` (``O(n (n k)^3)`` only for infinite time with ``lam = 0``),
+hence ``max_train_samples``.
 
 Distributed training: every rank computes the outputs (and, for ``kernel="jacobian"``, the
 Jacobian rows) of its shard of the training set (and of the F-SI set) under a
@@ -75,6 +76,7 @@ __all__ = ["SampleInformation"]
 _FSI_SPLITS = ("val", "test")
 _TARGETS = ("onehot", "binary")
 _KERNELS = ("auto", "structured", "jacobian")
+_LINEARIZE_AT = ("current", "initial")
 
 
 class _LogitDifference(nn.Module):
@@ -121,7 +123,13 @@ class SampleInformation(pl.Callback):
         every_n_epochs: Compute at the end of every this-many training epochs (None: never).
         on_fit_end: Compute once more when fitting ends (skipped if the last epoch was just done).
         reference_checkpoint: A Lightning checkpoint whose ``net.`` weights give the
-            linearization point; None linearizes the current ``pl_module.net``.
+            linearization point (e.g. pretrained weights); None: see ``linearize_at``.
+        linearize_at: Without ``reference_checkpoint``: ``"current"`` linearizes
+            ``pl_module.net`` as it is when computing; ``"initial"`` linearizes the weights it
+            had when fitting started (the paper's setting: the linearized model trained from
+            ``w0`` for ``t`` steps predicts the information of the real training run). The
+            initial weights are kept in the callback's checkpoint state, so a resumed run
+            linearizes the same ``w0``.
         eta: Learning rate of the linearized training (unused for infinite time).
         t: Steps (``"discrete"``) or time (``"continuous"``); None or ``math.inf`` means infinite
             time (then ``mode`` is ignored).
@@ -131,7 +139,8 @@ class SampleInformation(pl.Callback):
         sketch_dim: Project the parameter dimension to this many random directions (None: exact).
         sketch_seed: Seed of that projection.
         max_train_samples: Refuse training sets larger than this (None: no limit); the
-            leave-one-out costs ``O(n (n k)^3)`` for finite ``t`` or ``lam = 0``.
+            leave-one-out needs an eigendecomposition of the ``n k x n k`` kernel (``O((n k)^3)``
+            time, ``(n k)^2`` memory; the infinite-time ``lam = 0`` case ``O(n (n k)^3)``).
         fsi_split: Inputs of F-SI: ``"val"`` (validation set) or ``"test"``.
         targets: ``"onehot"`` or ``"binary"`` (two classes; see the module docstring).
         loo_normalization: ``"remaining"`` or ``"original"`` (see
@@ -165,7 +174,7 @@ class SampleInformation(pl.Callback):
         sigma2: float = 1.0,
         sketch_dim: int | None = None,
         sketch_seed: int = 0,
-        max_train_samples: int | None = 500,
+        max_train_samples: int | None = 2000,
         fsi_split: str = "val",
         targets: str = "onehot",
         loo_normalization: str = "remaining",
@@ -173,6 +182,7 @@ class SampleInformation(pl.Callback):
         log_images: bool = True,
         filename: str | None = "sample_information_epoch{epoch}.csv",
         kernel: str = "auto",
+        linearize_at: str = "current",
     ) -> None:
         super().__init__()
         _positive_int_or_none(every_n_epochs, "every_n_epochs")
@@ -209,6 +219,13 @@ class SampleInformation(pl.Callback):
                 "kernel='structured' computes the exact kernel: it cannot use sketch_dim; "
                 "use kernel='jacobian' (or 'auto') with a sketch"
             )
+        if linearize_at not in _LINEARIZE_AT:
+            raise ValueError(f"linearize_at must be one of {_LINEARIZE_AT}, got {linearize_at!r}")
+        if linearize_at == "initial" and reference_checkpoint is not None:
+            raise ValueError(
+                "give either reference_checkpoint or linearize_at='initial', not both: both "
+                "choose the linearization point"
+            )
         self.every_n_epochs = every_n_epochs
         self.on_fit_end_enabled = on_fit_end
         self.reference_checkpoint = reference_checkpoint
@@ -227,6 +244,8 @@ class SampleInformation(pl.Callback):
         self.log_images = log_images
         self.filename = filename
         self.kernel = kernel
+        self.linearize_at = linearize_at
+        self._initial_state: dict[str, Tensor] | None = None
         self.results: dict[str, Tensor | int] = {}
         self._last_global_step: int | None = None
 
@@ -238,6 +257,42 @@ class SampleInformation(pl.Callback):
         return self.kernel
 
     # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember the initial weights (``linearize_at="initial"``; kept on resume)."""
+        if self.linearize_at == "initial" and self._initial_state is None:
+            self._initial_state = {
+                name: value.detach().cpu().clone()
+                for name, value in pl_module.net.state_dict().items()
+            }
+
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key, unique per configuration so several instances can coexist."""
+        return self._generate_state_key(
+            every_n_epochs=self.every_n_epochs,
+            on_fit_end=self.on_fit_end_enabled,
+            reference_checkpoint=self.reference_checkpoint,
+            linearize_at=self.linearize_at,
+            eta=self.eta,
+            t=self.t,
+            mode=self.mode,
+            lam=self.lam,
+            kernel=self.kernel,
+            sketch_dim=self.sketch_dim,
+            targets=self.targets,
+            filename=self.filename,
+        )
+
+    def state_dict(self) -> dict[str, object]:
+        """Checkpoint state: the initial weights for ``linearize_at="initial"``."""
+        return {"initial_state": self._initial_state}
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        """Restore the initial weights saved by :meth:`state_dict`."""
+        initial = state_dict.get("initial_state")
+        if initial is not None:
+            self._initial_state = initial
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Compute at the configured epochs."""
         if trainer.sanity_checking or self.every_n_epochs is None:
@@ -293,6 +348,15 @@ class SampleInformation(pl.Callback):
 
     def _network(self, pl_module: pl.LightningModule) -> nn.Module:
         net = pl_module.net
+        if self.linearize_at == "initial":
+            if self._initial_state is None:
+                raise RuntimeError(
+                    "linearize_at='initial' but no initial weights were recorded: the callback "
+                    "records them in on_fit_start, so compute inside trainer.fit"
+                )
+            ref = copy.deepcopy(net)
+            ref.load_state_dict(self._initial_state)
+            return ref
         if self.reference_checkpoint is None:
             return net
         from lit_info.methods.base import load_state_dict_from_checkpoint

@@ -8,6 +8,7 @@ algebra at all.
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 
@@ -192,6 +193,46 @@ def test_reference_checkpoint_linearizes_the_saved_weights(tmp_path):
     torch.testing.assert_close(cb.results["fsi"], fsi, rtol=1e-6, atol=1e-12)
 
 
+def test_linearize_at_initial_uses_the_weights_before_training(tmp_path):
+    cb = SampleInformation(linearize_at="initial", t=30, eta=0.05, lam=0.01, log_images=False)
+    pl.seed_everything(0, verbose=False)
+    dm = NoisyImageDataModule(
+        dataset="digits", noise_type="uniform", noise_level=0.3, train_subset=40, val_size=8
+    )
+    model = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
+    initial = copy.deepcopy(model.net)
+    pl.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    ).fit(model, dm)
+    moved = sum(
+        float((a - b).abs().sum())
+        for a, b in zip(initial.parameters(), model.net.parameters(), strict=True)
+    )
+    assert moved > 1e-3  # training changed the weights, so the linearization point matters
+    si, fsi, _ = _brute_force(initial, dm, "val", lam=0.01, sigma2=1.0, steps=30, eta=0.05)
+    torch.testing.assert_close(cb.results["si"], si, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(cb.results["fsi"], fsi, rtol=1e-6, atol=1e-12)
+    # the initial weights travel in the checkpoint state and win over a later on_fit_start
+    restored = SampleInformation(linearize_at="initial")
+    restored.load_state_dict(cb.state_dict())
+    restored.on_fit_start(None, model)
+    for name, value in initial.state_dict().items():
+        torch.testing.assert_close(restored._initial_state[name], value, rtol=0, atol=0)
+
+
+def test_linearize_at_initial_excludes_reference_checkpoint(tmp_path):
+    ckpt = tmp_path / "ref.ckpt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ValueError, match="not both"):
+        SampleInformation(linearize_at="initial", reference_checkpoint=str(ckpt))
+
+
 def test_max_train_samples_is_enforced(tmp_path):
     cb = SampleInformation(max_train_samples=30)
     with pytest.raises(ValueError, match="max_train_samples=30"):
@@ -217,6 +258,7 @@ def test_max_train_samples_is_enforced(tmp_path):
         ({"kernel": "fast"}, "kernel must be one of"),
         ({"kernel": None}, "kernel must be one of"),
         ({"kernel": "structured", "sketch_dim": 10}, "cannot use sketch_dim"),
+        ({"linearize_at": "final"}, "linearize_at must be one of"),
     ],
 )
 def test_argument_errors(kwargs, match):
