@@ -15,15 +15,18 @@ from torch import nn
 from lit_info.nets.cnn import MNISTCNN
 from lit_info.nets.mlp import MLP
 from lit_info.nets.resnet_cifar import BasicBlock, ResNetCIFAR, resnet18_cifar, resnet34_cifar
+from lit_info.nets.resnet_imagenet import ResNet18ImageNet, resnet18_imagenet
 
 __all__ = [
     "MLP",
     "MNISTCNN",
     "NET_NAMES",
     "BasicBlock",
+    "ResNet18ImageNet",
     "ResNetCIFAR",
     "build_net",
     "resnet18_cifar",
+    "resnet18_imagenet",
     "resnet34_cifar",
 ]
 
@@ -44,11 +47,16 @@ def _resnet34(num_classes: int, shape: tuple[int, int, int], **kwargs: Any) -> n
     return resnet34_cifar(shape[0], num_classes, **kwargs)
 
 
+def _resnet18_imagenet(num_classes: int, shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
+    return resnet18_imagenet(shape[0], num_classes, **kwargs)
+
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mnist_cnn": _mnist_cnn,
     "mlp": _mlp,
     "resnet18": _resnet18,
     "resnet34": _resnet34,
+    "resnet18_imagenet": _resnet18_imagenet,
 }
 
 #: Names accepted by :func:`build_net`.
@@ -61,20 +69,24 @@ def build_net(
     """Build a network by name.
 
     Args:
-        name: One of :data:`NET_NAMES` (``mnist_cnn``, ``mlp``, ``resnet18``, ``resnet34``).
+        name: One of :data:`NET_NAMES` (``mnist_cnn``, ``mlp``, ``resnet18``, ``resnet34``,
+            ``resnet18_imagenet``).
         num_classes: Number of output logits.
         input_shape: Shape ``(channels, height, width)`` of one input sample.
         **kwargs: Extra keyword arguments for the network constructor, e.g. ``hidden``,
-            ``activation``, ``batch_norm``, ``dropout`` for ``mlp`` or ``conv_padding`` for
-            ``mnist_cnn``.
+            ``activation``, ``batch_norm``, ``dropout`` for ``mlp``, ``conv_padding`` for
+            ``mnist_cnn``, or ``input_size``, ``pretrained_path``, ``freeze_backbone``,
+            ``freeze_batchnorm`` for ``resnet18_imagenet`` (torchvision's ImageNet ResNet-18,
+            weights from a local file only).
 
     Returns:
         The network, mapping ``(N, *input_shape)`` to ``(N, num_classes)`` logits.
 
     Raises:
         ValueError: If ``name`` is unknown, ``input_shape``/``num_classes`` is invalid or a
-            keyword argument has a bad value.
+            keyword argument has a bad value (e.g. a weights file that does not fit).
         TypeError: If a keyword argument is not accepted by the network.
+        FileNotFoundError: If a weights file (``pretrained_path``) does not exist.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown net name {name!r}; available: {', '.join(NET_NAMES)}")

@@ -176,7 +176,7 @@ def test_mlp_errors():
 
 
 def test_registry_names_and_kwargs():
-    assert NET_NAMES == ("mnist_cnn", "mlp", "resnet18", "resnet34")
+    assert NET_NAMES == ("mnist_cnn", "mlp", "resnet18", "resnet34", "resnet18_imagenet")
     net = build_net("mlp", 10, (1, 8, 8), hidden=(7,), batch_norm=True)
     assert [m.out_features for m in net.modules() if isinstance(m, nn.Linear)] == [7, 10]
     assert net.net[1].in_features == 64
