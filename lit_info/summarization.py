@@ -15,11 +15,12 @@ This module only orchestrates :func:`lit_info.cli.main` runs of one experiment c
    ``scores/full_s<seed>.csv`` (iterative: also ``scores/<order>_iter<k>_s<seed>.csv`` for
    round ``k``, on the remaining samples) with the original training index, and the run's test
    accuracy serves as the fraction-0 point of that seed (the callback does not touch the
-   training or the global random state, so the training is the same as without it). With
-   ``--score-cli-args`` the scoring runs are separate fits with those extra arguments, e.g.
-   ``--score-cli-args=--trainer.max_epochs=0`` to score the network linearized at its
-   initialization, as the paper does (``SampleInformation`` linearizes the network it finds
-   when fitting ends); their runs and score files carry the suffix ``_scoring``.
+   training or the global random state, so the training is the same as without it). The
+   callback's own settings decide what is scored, e.g. ``linearize_at: initial`` for the
+   paper's SUI of the training run (``configs/sui/mnist4v9_summarization.yaml``). With
+   ``--score-cli-args`` the scoring runs are separate fits with those extra arguments (e.g.
+   ``--score-cli-args=--trainer.max_epochs=0``: score the untrained network); their runs and
+   score files carry the suffix ``_scoring``.
 2. *Retraining*: for every order and fraction, the ``floor(fraction * n)`` first samples of the
    ranking are written to ``runs/<run>/excluded_train_indices.txt`` and the config is refitted
    with ``data.init_args.exclude_train_indices`` pointing to that file, its SampleInformation
@@ -407,7 +408,7 @@ class _Runner:
     A *scoring* run fits the config with its SampleInformation callback and returns the scores;
     without ``score_cli_args`` it is also the training run of its training set (its test
     accuracy is kept), otherwise it is a separate fit with those extra arguments (e.g.
-    ``--trainer.max_epochs=0`` to linearize at initialization) whose accuracy is not used.
+    ``--trainer.max_epochs=0``) whose accuracy is not used.
     """
 
     def __init__(self, plan: _Plan, total: int, log: Callable[[str], None]) -> None:
@@ -510,7 +511,7 @@ def run_summarization(
         cli_args: Extra ``lit_info.cli`` arguments for every run (after ``--config``).
         score_cli_args: Extra arguments for the scoring runs only (after ``cli_args``); when
             given, scoring runs are separate fits, e.g. ``["--trainer.max_epochs=0"]`` scores
-            the network linearized at its initialization, as the paper does.
+            the untrained network.
         verbose: Keep Lightning's logs, progress bars and model summaries.
         log: Progress sink (default: print to stderr).
         emit: Called with every result row as soon as it exists (default: print its line).
@@ -794,7 +795,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="one extra lit_info.cli argument for the scoring runs only, which then are "
-        "separate fits, e.g. --score-cli-args=--trainer.max_epochs=0 (linearize at init)",
+        "separate fits, e.g. --score-cli-args=--trainer.max_epochs=0 (untrained network)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--verbose", action="store_true", help="keep Lightning's own output")
