@@ -69,6 +69,7 @@ from lit_info.info import (
     structured_ntk_pair,
     weight_si,
 )
+from lit_info.info.jacobian import SKETCH_TYPES
 from lit_info.info.linearized import resolve_mode
 
 __all__ = ["SampleInformation"]
@@ -138,6 +139,10 @@ class SampleInformation(pl.Callback):
         sigma2: Variance of the Gaussian smoothing: ``1/(2 sigma2)`` factor of SI and F-SI.
         sketch_dim: Project the parameter dimension to this many random directions (None: exact).
         sketch_seed: Seed of that projection.
+        sketch_type: Kind of projection: ``"gaussian"`` (default; dense, ``p x sketch_dim``
+            random normals per Jacobian chunk) or ``"countsketch"`` (one bucket and sign per
+            parameter, ``O(p)`` per Jacobian row: use it for large networks); see
+            :mod:`lit_info.info.jacobian`. Unused without ``sketch_dim``.
         max_train_samples: Refuse training sets larger than this (None: no limit); the
             leave-one-out needs an eigendecomposition of the ``n k x n k`` kernel (``O((n k)^3)``
             time, ``(n k)^2`` memory; the infinite-time ``lam = 0`` case ``O(n (n k)^3)``).
@@ -183,6 +188,7 @@ class SampleInformation(pl.Callback):
         filename: str | None = "sample_information_epoch{epoch}.csv",
         kernel: str = "auto",
         linearize_at: str = "current",
+        sketch_type: str = "gaussian",
     ) -> None:
         super().__init__()
         _positive_int_or_none(every_n_epochs, "every_n_epochs")
@@ -208,6 +214,8 @@ class SampleInformation(pl.Callback):
             )
         if isinstance(sketch_seed, bool) or not isinstance(sketch_seed, int):
             raise ValueError(f"sketch_seed must be an integer, got {sketch_seed!r}")
+        if not isinstance(sketch_type, str) or sketch_type not in SKETCH_TYPES:
+            raise ValueError(f"sketch_type must be one of {SKETCH_TYPES}, got {sketch_type!r}")
         if reference_checkpoint is not None and not Path(reference_checkpoint).is_file():
             raise FileNotFoundError(f"reference_checkpoint not found: {reference_checkpoint}")
         if filename is not None and "{epoch}" not in filename:
@@ -236,6 +244,7 @@ class SampleInformation(pl.Callback):
         self.sigma2 = float(sigma2)
         self.sketch_dim = sketch_dim
         self.sketch_seed = sketch_seed
+        self.sketch_type = sketch_type
         self.max_train_samples = max_train_samples
         self.fsi_split = fsi_split
         self.targets = targets
@@ -279,6 +288,8 @@ class SampleInformation(pl.Callback):
             lam=self.lam,
             kernel=self.kernel,
             sketch_dim=self.sketch_dim,
+            # only when not the default, so the keys of existing checkpoints stay the same
+            **({} if self.sketch_type == "gaussian" else {"sketch_type": self.sketch_type}),
             targets=self.targets,
             filename=self.filename,
         )
@@ -393,6 +404,7 @@ class SampleInformation(pl.Callback):
                         chunk_size=self.jacobian_chunk_size,
                         sketch_dim=self.sketch_dim,
                         sketch_seed=self.sketch_seed,
+                        sketch_type=self.sketch_type,
                     )
                     rows.append(jac.reshape(jac.shape[0], -1))
                 else:

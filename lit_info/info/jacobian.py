@@ -12,11 +12,25 @@ deterministic function that the linearized model of smooth unique information is
 
 For networks too large to hold ``n x k x p`` numbers, an optional random projection ("sketch") of
 the parameter dimension maps every Jacobian row ``g`` (length ``p``) to ``P^T g`` (length ``d``),
-with ``P`` a ``p x d`` Gaussian matrix with i.i.d. ``N(0, 1/d)`` entries, so that
-``E[P P^T] = I`` and ``E[(J P)(J P)^T] = J J^T``. ``P`` is generated block by block from
-``sketch_seed`` (one generator per parameter tensor and row block), so it never exists as a whole
-and two calls with the same seed, the same model layout, device and dtype use exactly the same
-projection: compute train and test Jacobians with the same seed for their kernels to match.
+with ``P`` a random ``p x d`` matrix with ``E[P P^T] = I``, so that ``E[(J P)(J P)^T] = J J^T``.
+Two kinds (``sketch_type``):
+
+* ``"gaussian"`` (default): i.i.d. ``N(0, 1/d)`` entries, generated block by block from
+  ``sketch_seed`` (one generator per parameter tensor and row block), so it never exists as a
+  whole; two calls with the same seed, the same model layout, device and dtype use exactly the
+  same projection. It costs ``p d`` random normals and a ``(k p) x d`` product per chunk of
+  samples: for ResNet-18 (``p = 11.2M``) and ``d = 4096``, 46e9 normals per chunk.
+* ``"countsketch"``: every parameter coordinate ``j`` gets a bucket ``h(j)`` in ``[0, d)`` and a
+  sign ``s(j) = +-1`` (row ``j`` of ``P`` is ``s(j) e_{h(j)}``), so
+  ``(P^T g)[b] = sum_{j: h(j) = b} s(j) g[j]``: ``O(p)`` per row and ``p`` random integers per
+  call. ``E[<P^T a, P^T b>] = <a, b>`` with variance
+  ``(|a|^2 |b|^2 + <a, b>^2 - 2 sum_j a_j^2 b_j^2) / d``, at most the Gaussian sketch's
+  (``(|a|^2 |b|^2 + <a, b>^2) / d``). The hashes are drawn on the CPU from ``sketch_seed`` (one
+  generator per parameter tensor) and only then moved, so they are the same on every device and
+  in every dtype; see :func:`countsketch_hashes`. On GPUs the sums use atomic adds, so repeated
+  calls agree up to rounding, not bit for bit.
+
+Compute train and test Jacobians with the same seed and sketch type for their kernels to match.
 """
 
 from __future__ import annotations
@@ -28,10 +42,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-__all__ = ["flatten_parameters", "network_jacobian", "parameter_names", "sketch_matrix"]
+__all__ = [
+    "countsketch_hashes",
+    "flatten_parameters",
+    "network_jacobian",
+    "parameter_names",
+    "sketch_matrix",
+]
 
 # Rows of the sketch matrix generated at once per parameter tensor (bounds the memory used).
 _SKETCH_BLOCK_ROWS = 4096
+SKETCH_TYPES = ("gaussian", "countsketch")
 
 
 def parameter_names(model: nn.Module) -> list[str]:
@@ -68,6 +89,20 @@ def _check_positive_int(value: int | None, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
 
 
+def _check_sketch_type(sketch_type: str) -> None:
+    if not isinstance(sketch_type, str) or sketch_type not in SKETCH_TYPES:
+        raise ValueError(f"sketch_type must be one of {SKETCH_TYPES}, got {sketch_type!r}")
+
+
+def _seeded_generator(key: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded deterministically from the string ``key``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(
+        int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+    )
+    return gen
+
+
 def _sketch_block(
     param_index: int,
     row_start: int,
@@ -78,12 +113,66 @@ def _sketch_block(
     dtype: torch.dtype,
 ) -> Tensor:
     """Rows ``row_start:row_start + rows`` of the sketch block of parameter ``param_index``."""
-    gen = torch.Generator(device=device)
     # A distinct, deterministic stream per (seed, parameter tensor, row block).
-    key = f"{int(sketch_seed)}:{param_index}:{row_start // _SKETCH_BLOCK_ROWS}".encode()
-    gen.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+    gen = _seeded_generator(
+        f"{int(sketch_seed)}:{param_index}:{row_start // _SKETCH_BLOCK_ROWS}", device
+    )
     out = torch.randn(rows, sketch_dim, generator=gen, device=device, dtype=dtype)
     return out / sketch_dim**0.5
+
+
+def _countsketch_block(
+    param_index: int, size: int, sketch_dim: int, sketch_seed: int
+) -> tuple[Tensor, Tensor]:
+    """CPU buckets (int64 in ``[0, d)``) and signs (int64 ``+-1``) of one parameter tensor."""
+    # One draw in [0, 2d) per coordinate: (r mod d, r div d) is uniform on buckets x signs.
+    gen = _seeded_generator(f"countsketch:{int(sketch_seed)}:{param_index}")
+    draw = torch.randint(0, 2 * sketch_dim, (size,), generator=gen)
+    return draw % sketch_dim, 1 - 2 * (draw // sketch_dim)
+
+
+def _trainable(model: nn.Module) -> list[Tensor]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameters with requires_grad=True")
+    return params
+
+
+def countsketch_hashes(
+    model: nn.Module,
+    sketch_dim: int,
+    sketch_seed: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Buckets and signs of the CountSketch (``sketch_type="countsketch"``) of a model.
+
+    Row ``j`` of the projection ``P`` (``p x sketch_dim``) is ``signs[j] * e_{buckets[j]}``:
+    ``P[torch.arange(p), buckets] = signs``. They depend only on the seed, ``sketch_dim`` and
+    the sizes of the trainable parameters (drawn on the CPU, then moved), not on device or dtype.
+
+    Args:
+        model: The network (its trainable parameter shapes define the layout).
+        sketch_dim: Number of projected dimensions ``d``.
+        sketch_seed: Seed of the projection.
+        device: Device of the outputs (default: that of the parameters).
+        dtype: Dtype of ``signs`` (default: that of the parameters).
+
+    Returns:
+        ``(buckets, signs)``, both of length ``p``: int64 buckets in ``[0, sketch_dim)`` and
+        signs ``+-1`` in ``dtype``, in the column order of :func:`network_jacobian`.
+    """
+    _check_positive_int(sketch_dim, "sketch_dim")
+    params = _trainable(model)
+    device = torch.device(device) if device is not None else params[0].device
+    dtype = dtype or params[0].dtype
+    hashes = [
+        _countsketch_block(index, p.numel(), sketch_dim, sketch_seed)
+        for index, p in enumerate(params)
+    ]
+    buckets = torch.cat([b for b, _ in hashes]).to(device)
+    signs = torch.cat([s for _, s in hashes]).to(device=device, dtype=dtype)
+    return buckets, signs
 
 
 def sketch_matrix(
@@ -92,6 +181,7 @@ def sketch_matrix(
     sketch_seed: int = 0,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    sketch_type: str = "gaussian",
 ) -> Tensor:
     """Materialize the ``p x sketch_dim`` projection used by :func:`network_jacobian`.
 
@@ -103,16 +193,22 @@ def sketch_matrix(
         sketch_seed: Seed of the projection.
         device: Device of the matrix (default: that of the parameters).
         dtype: Dtype of the matrix (default: that of the parameters).
+        sketch_type: ``"gaussian"`` or ``"countsketch"`` (see the module docstring).
 
     Returns:
-        The matrix ``P`` with ``network_jacobian(..., sketch_dim, sketch_seed) == J @ P``.
+        The matrix ``P`` with
+        ``network_jacobian(..., sketch_dim, sketch_seed, sketch_type=sketch_type) == J @ P``.
     """
     _check_positive_int(sketch_dim, "sketch_dim")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no parameters with requires_grad=True")
+    _check_sketch_type(sketch_type)
+    params = _trainable(model)
     device = torch.device(device) if device is not None else params[0].device
     dtype = dtype or params[0].dtype
+    if sketch_type == "countsketch":
+        buckets, signs = countsketch_hashes(model, sketch_dim, sketch_seed, device, dtype)
+        out = torch.zeros(buckets.shape[0], sketch_dim, device=device, dtype=dtype)
+        out[torch.arange(buckets.shape[0], device=device), buckets] = signs
+        return out
     blocks = []
     for index, p in enumerate(params):
         size = p.numel()
@@ -129,6 +225,7 @@ def network_jacobian(
     sketch_dim: int | None = None,
     sketch_seed: int = 0,
     parameters: Sequence[str] | None = None,
+    sketch_type: str = "gaussian",
 ) -> Tensor:
     """Jacobian of the outputs of ``model`` with respect to all its trainable parameters.
 
@@ -148,6 +245,9 @@ def network_jacobian(
             differentiate, a subset of them; the others are held fixed. Columns keep the
             ``named_parameters()`` order whatever the order of ``parameters``, and a sketch is
             then defined over the selected parameters only. None (default) selects all of them.
+        sketch_type: ``"gaussian"`` (default) or ``"countsketch"`` (``O(p)`` per Jacobian row,
+            much cheaper for large ``p``); see the module docstring. Unused without
+            ``sketch_dim``.
 
     Returns:
         Tensor of shape ``(n, k, p)`` (or ``(n, k, sketch_dim)``) with
@@ -162,6 +262,7 @@ def network_jacobian(
         raise ValueError("inputs must be a tensor of shape (n, ...) with n >= 1")
     _check_positive_int(chunk_size, "chunk_size")
     _check_positive_int(sketch_dim, "sketch_dim")
+    _check_sketch_type(sketch_type)
     names = parameter_names(model)
     if not names:
         raise ValueError("model has no parameters with requires_grad=True")
@@ -188,6 +289,14 @@ def network_jacobian(
     step = n if chunk_size is None else chunk_size
     was_training = model.training
     model.eval()
+    hashes = None
+    if sketch_dim is not None and sketch_type == "countsketch":
+        # Drawn once per call (p integers), shared by all chunks.
+        hashes = []
+        for index, name in enumerate(names):
+            p = params[name]
+            buckets, signs = _countsketch_block(index, p.numel(), sketch_dim, sketch_seed)
+            hashes.append((buckets.to(p.device), signs.to(device=p.device, dtype=p.dtype)))
     chunks = []
     try:
         for start in range(0, n, step):
@@ -195,6 +304,8 @@ def network_jacobian(
             blocks = [jac[name].flatten(start_dim=2) for name in names]  # (c, k, p_b)
             if sketch_dim is None:
                 chunks.append(torch.cat(blocks, dim=2).detach())
+            elif hashes is not None:
+                chunks.append(_countsketch_project(blocks, sketch_dim, hashes).detach())
             else:
                 chunks.append(_project(blocks, sketch_dim, sketch_seed).detach())
     finally:
@@ -233,3 +344,16 @@ def _project(blocks: list[Tensor], sketch_dim: int, sketch_seed: int) -> Tensor:
             )
             out += block[:, :, start : start + rows] @ proj
     return out
+
+
+def _countsketch_project(
+    blocks: list[Tensor], sketch_dim: int, hashes: list[tuple[Tensor, Tensor]]
+) -> Tensor:
+    """``out[..., h(j)] += s(j) * J[..., j]`` over the per-parameter blocks ``(c, k, p_b)``."""
+    first = blocks[0]
+    c, k = first.shape[0], first.shape[1]
+    out = first.new_zeros(c * k, sketch_dim)
+    for block, (buckets, signs) in zip(blocks, hashes, strict=True):
+        rows = block.reshape(c * k, block.shape[2]) * signs.to(block.dtype)
+        out.scatter_add_(1, buckets.expand(c * k, -1), rows)
+    return out.reshape(c, k, sketch_dim)

@@ -259,6 +259,8 @@ def test_max_train_samples_is_enforced(tmp_path):
         ({"kernel": None}, "kernel must be one of"),
         ({"kernel": "structured", "sketch_dim": 10}, "cannot use sketch_dim"),
         ({"linearize_at": "final"}, "linearize_at must be one of"),
+        ({"sketch_type": "sparse"}, "sketch_type must be one of"),
+        ({"sketch_type": None}, "sketch_type must be one of"),
     ],
 )
 def test_argument_errors(kwargs, match):
@@ -292,6 +294,48 @@ def test_sketched_jacobian_matches_projected_brute_force(tmp_path):
         df = jac_v @ dw
         fsi = float((df * df).sum(dim=1).mean()) / 2
         assert float(cb.results["fsi"][i]) == pytest.approx(fsi, rel=1e-6)
+
+
+def test_countsketch_jacobian_matches_projected_brute_force(tmp_path):
+    from lit_info.info.jacobian import countsketch_hashes
+
+    cb = SampleInformation(
+        sketch_dim=40,
+        sketch_seed=3,
+        sketch_type="countsketch",
+        t=None,
+        lam=0.05,
+        log_images=False,
+    )
+    assert cb.kernel_method == "jacobian"
+    _, model, dm = _fit(tmp_path, cb, logger=False)
+    # the explicit p x d CountSketch matrix: row j is signs[j] * e_{buckets[j]}
+    buckets, signs = countsketch_hashes(model.net, 40, sketch_seed=3, dtype=torch.float64)
+    proj = torch.zeros(buckets.shape[0], 40, dtype=torch.float64)
+    proj[torch.arange(buckets.shape[0]), buckets] = signs
+    torch.set_grad_enabled(True)
+    x, given = _inputs(dm.train_eval_dataloader().dataset)
+    xv, _ = _inputs(dm.val_dataloader().dataset)
+    jac, f0 = _loop_jacobian(model.net, x)
+    jac, jac_v = jac @ proj, _loop_jacobian(model.net, xv)[0] @ proj
+    r = f0 - torch.nn.functional.one_hot(given, 10).double()
+    w = _ridge(jac, r, 0.05)
+    n = len(given)
+    for i in (0, 7, n - 1):
+        keep = torch.arange(n) != i
+        dw = w - _ridge(jac[keep], r[keep], 0.05)
+        assert float(cb.results["si"][i]) == pytest.approx(float(dw @ dw) / 2, rel=1e-6)
+        df = jac_v @ dw
+        fsi = float((df * df).sum(dim=1).mean()) / 2
+        assert float(cb.results["fsi"][i]) == pytest.approx(fsi, rel=1e-6)
+
+
+def test_sketch_type_in_state_key_only_when_not_default():
+    gaussian = SampleInformation(sketch_dim=40)
+    assert "sketch_type" not in gaussian.state_key  # keys of existing checkpoints unchanged
+    assert gaussian.state_key == SampleInformation(sketch_dim=40, sketch_type="gaussian").state_key
+    count = SampleInformation(sketch_dim=40, sketch_type="countsketch")
+    assert "countsketch" in count.state_key and count.state_key != gaussian.state_key
 
 
 class _TwoClassData(pl.LightningDataModule):

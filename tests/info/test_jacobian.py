@@ -9,6 +9,7 @@ from lit_info.info import (
     parameter_names,
     sketch_matrix,
 )
+from lit_info.info.jacobian import countsketch_hashes
 
 
 def _mlp(k: int = 3) -> nn.Module:
@@ -134,6 +135,123 @@ def test_sketch_kernel_unbiased():
     gram = proj @ proj.T
     assert (gram.diagonal() - 1).abs().max() < 0.15
     assert abs(gram.diagonal().mean().item() - 1) < 0.01
+
+
+def _countsketch_explicit(model: nn.Module, d: int, seed: int) -> torch.Tensor:
+    """The ``p x d`` CountSketch matrix built by hand from the public hashes."""
+    buckets, signs = countsketch_hashes(model, d, sketch_seed=seed)
+    p = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    assert buckets.shape == signs.shape == (p,)
+    assert buckets.dtype == torch.int64 and signs.dtype == torch.float64
+    assert int(buckets.min()) >= 0 and int(buckets.max()) < d
+    assert set(signs.tolist()) == {-1.0, 1.0}
+    proj = torch.zeros(p, d, dtype=torch.float64)
+    proj[torch.arange(p), buckets] = signs
+    return proj
+
+
+@pytest.mark.parametrize("make, shape", [(_mlp, (6, 4)), (_cnn, (5, 1, 6, 6))])
+def test_countsketch_is_exact_projection_and_seeded(make, shape):
+    model = make()
+    x = torch.randn(*shape, dtype=torch.float64)
+    x_test = torch.randn(3, *shape[1:], dtype=torch.float64)
+    jac, jac_test = network_jacobian(model, x), network_jacobian(model, x_test)
+    proj = _countsketch_explicit(model, 7, seed=3)
+    torch.testing.assert_close(proj, sketch_matrix(model, 7, 3, sketch_type="countsketch"))
+    # one +-1 per row: E[P P^T] = I with an exact diagonal
+    assert torch.equal((proj != 0).sum(dim=1), torch.ones(proj.shape[0], dtype=torch.int64))
+    sk = network_jacobian(model, x, sketch_dim=7, sketch_seed=3, sketch_type="countsketch")
+    assert sk.shape == (shape[0], 3, 7)
+    torch.testing.assert_close(sk, jac @ proj, rtol=1e-12, atol=1e-12)
+    # the same sketch whatever the chunking, and in a separate call (train vs test)
+    for chunk in (1, 4, None):
+        torch.testing.assert_close(
+            network_jacobian(
+                model, x, chunk_size=chunk, sketch_dim=7, sketch_seed=3, sketch_type="countsketch"
+            ),
+            sk,
+        )
+    sk_test = network_jacobian(
+        model, x_test, sketch_dim=7, sketch_seed=3, sketch_type="countsketch"
+    )
+    torch.testing.assert_close(sk_test, jac_test @ proj, rtol=1e-12, atol=1e-12)
+    # other seeds, other sketches (and not the Gaussian one)
+    other = network_jacobian(model, x, sketch_dim=7, sketch_seed=4, sketch_type="countsketch")
+    assert not torch.allclose(other, sk)
+    assert not torch.equal(_countsketch_explicit(model, 7, seed=4), proj)
+    assert not torch.allclose(network_jacobian(model, x, sketch_dim=7, sketch_seed=3), sk)
+    # float32 networks use the same hashes (drawn on the CPU, independent of dtype)
+    sk32 = network_jacobian(
+        model.float(), x.float(), sketch_dim=7, sketch_seed=3, sketch_type="countsketch"
+    )
+    torch.testing.assert_close(sk32.double(), sk, rtol=1e-4, atol=1e-5)
+
+
+def test_countsketch_on_a_parameter_subset():
+    model = _mlp()
+    x = torch.randn(4, 4, dtype=torch.float64)
+    names = ["0.bias", "4.weight"]
+    sub = network_jacobian(model, x, parameters=names)
+    sk = network_jacobian(
+        model, x, parameters=names, sketch_dim=5, sketch_seed=1, sketch_type="countsketch"
+    )
+    # the sketch of a subset is that of the model restricted to those parameters
+    for name, q in model.named_parameters():
+        q.requires_grad_(name in names)
+    torch.testing.assert_close(sk, sub @ _countsketch_explicit(model, 5, seed=1))
+
+
+def test_countsketch_inner_products_unbiased():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 1)).double()  # p = 2101
+    p = sum(q.numel() for q in model.parameters())
+    a = torch.randn(p, dtype=torch.float64)
+    b = 0.6 * a + 0.8 * torch.randn(p, dtype=torch.float64)  # correlation ~0.6
+    d, seeds = 64, range(1000)
+    exact = float(a @ b)
+    estimates = []
+    for seed in seeds:
+        buckets, signs = countsketch_hashes(model, d, sketch_seed=seed)
+        sa = torch.zeros(d, dtype=torch.float64).index_add_(0, buckets, signs * a)
+        sb = torch.zeros(d, dtype=torch.float64).index_add_(0, buckets, signs * b)
+        estimates.append(float(sa @ sb))
+    estimates = torch.tensor(estimates, dtype=torch.float64)
+    # variance of one estimate: (|a|^2 |b|^2 + <a,b>^2 - 2 sum_j a_j^2 b_j^2) / d
+    var = float((a @ a) * (b @ b) + exact**2 - 2 * (a * a * b * b).sum()) / d
+    assert float(estimates.var()) == pytest.approx(var, rel=0.25)
+    # the mean of 1000 estimates is within 4 standard errors (~3% here) of <a, b>
+    stderr = (var / len(seeds)) ** 0.5
+    assert abs(float(estimates.mean()) - exact) < 4 * stderr < 0.04 * exact
+
+
+def test_countsketch_kernel_unbiased():
+    model = _mlp()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    exact = empirical_ntk(network_jacobian(model, x))
+
+    def kernel(seed: int) -> torch.Tensor:
+        return empirical_ntk(
+            network_jacobian(model, x, sketch_dim=64, sketch_seed=seed, sketch_type="countsketch")
+        )
+
+    mean = sum(kernel(s) for s in range(40)) / 40
+    err_mean = (mean - exact).norm() / exact.norm()
+    err_single = (kernel(0) - exact).norm() / exact.norm()
+    assert err_mean < 0.08
+    assert err_mean < err_single
+
+
+def test_bad_sketch_type():
+    model = _mlp()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="sketch_type"):
+        network_jacobian(model, x, sketch_dim=4, sketch_type="sparse")
+    with pytest.raises(ValueError, match="sketch_type"):
+        network_jacobian(model, x, sketch_type=None)
+    with pytest.raises(ValueError, match="sketch_type"):
+        sketch_matrix(model, 4, sketch_type="CountSketch")
+    with pytest.raises(ValueError, match="sketch_dim"):
+        countsketch_hashes(model, 0)
 
 
 def test_bad_arguments():
