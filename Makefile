@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench lint tensorboard clean
+.PHONY: setup test test-slow test-all demo bench bench-sui lint tensorboard clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,14 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/throughput.py
+	$(MAKE) bench-sui
+
+# SUI: speed vs the per-sample reference (about 12 min on 2 cores, mostly the reference at
+# n = 1000), ground truth vs retraining (a few min), mislabeled detection (about 1.5 min).
+bench-sui: setup
+	$(PY) benchmarks/sui_speed.py
+	$(PY) benchmarks/sui_ground_truth.py
+	$(PY) benchmarks/sui_detection.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
