@@ -9,6 +9,7 @@ network output is ``+1`` for a 9 and ``-1`` for a 4 (MSE, as in the linearized a
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import time
@@ -84,6 +85,28 @@ def mlp(hidden: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Mo
     """The paper's MNIST 4 vs 9 MLP: 784 -> ``hidden`` (ReLU) -> 1, PyTorch's default init."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 1)).to(dtype)
+
+
+def add_setting_arguments(
+    parser: argparse.ArgumentParser, hidden: int = 1024, steps: int = 2000
+) -> None:
+    """Add the options shared by the SUI benchmarks: network, GD, validation set, device."""
+    parser.add_argument("--val", type=int, default=500, help="validation samples for F-SI")
+    parser.add_argument("--hidden", type=int, default=hidden)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--lam", type=float, default=0.0)
+    parser.add_argument("--sigma2", type=float, default=1.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def parse_settings(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    """Parse the arguments, apply ``--threads`` and return them with the device."""
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, torch.device(args.device)
 
 
 def synchronize(device: torch.device) -> None:

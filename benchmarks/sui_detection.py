@@ -20,7 +20,7 @@ import time
 
 import torch
 from sklearn.metrics import roc_auc_score
-from sui_common import mlp, mnist_4v9
+from sui_common import add_setting_arguments, mlp, mnist_4v9, parse_settings
 
 from lit_info.info import (
     functional_si,
@@ -34,19 +34,10 @@ def main() -> None:
     """Run the detection benchmark and print the AUCs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--val", type=int, default=500)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lam", type=float, default=0.0)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    add_setting_arguments(parser, hidden=1024, steps=2000)
+    args, device = parse_settings(parser)
     print(
         f"MNIST 4 vs 9: n={args.n}, {args.noise:.0%} labels flipped, MLP 784-{args.hidden}-1 "
         f"at init, GD lr={args.lr} steps={args.steps} lam={args.lam}"
@@ -68,7 +59,10 @@ def main() -> None:
         _, delta = leave_one_out_differences(
             theta, residual, eta=args.lr, t=args.steps, lam=args.lam, mode="discrete"
         )
-        scores = {"F-SI": functional_si(theta_v, delta), "SI": weight_si(theta, delta)}
+        scores = {
+            "F-SI": functional_si(theta_v, delta, args.sigma2),
+            "SI": weight_si(theta, delta, args.sigma2),
+        }
         line = []
         for name, score in scores.items():
             auc = roc_auc_score(corrupted.numpy(), score.cpu().numpy())

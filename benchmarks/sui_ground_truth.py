@@ -30,7 +30,7 @@ import argparse
 import time
 
 import torch
-from sui_common import mlp, mnist_4v9, pearson, spearman
+from sui_common import add_setting_arguments, mlp, mnist_4v9, parse_settings, pearson, spearman
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -106,20 +106,10 @@ def main() -> None:
     """Run the comparison and print the correlations."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=250)
-    parser.add_argument("--val", type=int, default=500)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lam", type=float, default=0.0)
-    parser.add_argument("--sigma2", type=float, default=1.0)
     parser.add_argument("--removed", type=int, default=20, help="samples retrained without")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    add_setting_arguments(parser, hidden=256, steps=1000)
+    args, device = parse_settings(parser)
     torch.backends.cuda.matmul.allow_tf32 = False
     x, y, xv, yv = mnist_4v9(args.n, args.val, seed=args.seed)
     x, y, xv = x.to(device), y.to(device), xv.to(device)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from sui_common import Stopwatch, mlp, mnist_4v9
+from sui_common import Stopwatch, add_setting_arguments, mlp, mnist_4v9, parse_settings
 from torch import Tensor, nn
 
 from lit_info.info import (
@@ -127,23 +127,13 @@ def main() -> None:
     """Run the benchmark and print the table and the summary lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000])
-    parser.add_argument("--val", type=int, default=500, help="validation samples for F-SI")
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lam", type=float, default=0.0)
-    parser.add_argument("--sigma2", type=float, default=1.0)
     parser.add_argument("--reference-samples", type=int, default=None, help="default: all")
     parser.add_argument("--no-reference", action="store_true", help="time lit_info only")
     parser.add_argument(
         "--digits", default="4v9", choices=["4v9", "all"], help="all: for n > 1,491"
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    add_setting_arguments(parser)
+    args, device = parse_settings(parser)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     summary = []
     # warm-up (library initialization, GPU kernels, allocator), not timed

@@ -1,6 +1,12 @@
 """Information measures of training samples: Jacobians, empirical NTK, linearized training, SUI."""
 
-from .jacobian import flatten_parameters, network_jacobian, parameter_names, sketch_matrix
+from .jacobian import (
+    countsketch_hashes,
+    flatten_parameters,
+    network_jacobian,
+    parameter_names,
+    sketch_matrix,
+)
 from .linearized import (
     eigh_kernel,
     linearized_gd,
@@ -22,6 +28,7 @@ from .sample_info import (
 from .structured_ntk import structured_ntk, structured_ntk_pair
 
 __all__ = [
+    "countsketch_hashes",
     "eigh_kernel",
     "empirical_ntk",
     "flatten_jacobian",
