@@ -122,6 +122,8 @@ class SampleInformation(pl.Callback):
 
     Args:
         every_n_epochs: Compute at the end of every this-many training epochs (None: never).
+        every_n_train_steps: Compute after every this-many optimizer steps (None: never); needs
+            ``{step}`` in ``filename``.
         on_fit_end: Compute once more when fitting ends (skipped if the last epoch was just done).
         reference_checkpoint: A Lightning checkpoint whose ``net.`` weights give the
             linearization point (e.g. pretrained weights); None: see ``linearize_at``.
@@ -153,7 +155,8 @@ class SampleInformation(pl.Callback):
         jacobian_chunk_size: Samples per vectorized Jacobian call (and per forward/backward pass
             of the structured kernel).
         log_images: Log a grid of the 8 most and 8 least informative (by F-SI) training images.
-        filename: CSV name pattern in ``trainer.log_dir`` with an ``{epoch}`` field; None
+        filename: CSV name pattern in ``trainer.log_dir`` with an ``{epoch}`` and/or ``{step}``
+            (global step) field; None
             disables the CSV.
         kernel: How the empirical NTK is computed: ``"structured"``, ``"jacobian"`` or
             ``"auto"`` (structured unless ``sketch_dim`` is set); see the module docstring.
@@ -161,7 +164,7 @@ class SampleInformation(pl.Callback):
     Attributes:
         results: After a computation: ``index``, ``label`` (clean), ``given_label``,
             ``corrupted``, ``si``, ``fsi`` (float64), ordered by training-sample index, plus
-            ``epoch`` (an int).
+            ``epoch`` and ``step`` (ints).
 
     Raises:
         ValueError: If an argument is invalid (the message names it).
@@ -170,6 +173,7 @@ class SampleInformation(pl.Callback):
     def __init__(
         self,
         every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
         on_fit_end: bool = True,
         reference_checkpoint: str | None = None,
         eta: float | None = 0.1,
@@ -192,13 +196,16 @@ class SampleInformation(pl.Callback):
     ) -> None:
         super().__init__()
         _positive_int_or_none(every_n_epochs, "every_n_epochs")
+        _positive_int_or_none(every_n_train_steps, "every_n_train_steps")
         _positive_int_or_none(sketch_dim, "sketch_dim")
         _positive_int_or_none(max_train_samples, "max_train_samples")
         _positive_int_or_none(jacobian_chunk_size, "jacobian_chunk_size")
         if not isinstance(on_fit_end, bool):
             raise ValueError(f"on_fit_end must be True or False, got {on_fit_end!r}")
-        if every_n_epochs is None and not on_fit_end:
-            raise ValueError("nothing to do: set every_n_epochs and/or on_fit_end=True")
+        if every_n_epochs is None and every_n_train_steps is None and not on_fit_end:
+            raise ValueError(
+                "nothing to do: set every_n_epochs, every_n_train_steps and/or on_fit_end=True"
+            )
         resolve_mode(mode, eta, t)  # validates mode, eta, t
         if not isinstance(lam, numbers.Real) or not lam >= 0 or math.isinf(lam):
             raise ValueError(f"lam must be a non-negative finite number, got {lam!r}")
@@ -218,8 +225,13 @@ class SampleInformation(pl.Callback):
             raise ValueError(f"sketch_type must be one of {SKETCH_TYPES}, got {sketch_type!r}")
         if reference_checkpoint is not None and not Path(reference_checkpoint).is_file():
             raise FileNotFoundError(f"reference_checkpoint not found: {reference_checkpoint}")
-        if filename is not None and "{epoch}" not in filename:
-            raise ValueError(f"filename must contain '{{epoch}}', got {filename!r}")
+        if filename is not None and "{epoch}" not in filename and "{step}" not in filename:
+            raise ValueError(f"filename must contain '{{epoch}}' or '{{step}}', got {filename!r}")
+        if filename is not None and every_n_train_steps is not None and "{step}" not in filename:
+            raise ValueError(
+                "every_n_train_steps writes one CSV per step: filename needs a '{step}' field, "
+                f"e.g. 'sample_information_step{{step}}.csv'; got {filename!r}"
+            )
         if not isinstance(kernel, str) or kernel not in _KERNELS:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         if kernel == "structured" and sketch_dim is not None:
@@ -235,6 +247,7 @@ class SampleInformation(pl.Callback):
                 "choose the linearization point"
             )
         self.every_n_epochs = every_n_epochs
+        self.every_n_train_steps = every_n_train_steps
         self.on_fit_end_enabled = on_fit_end
         self.reference_checkpoint = reference_checkpoint
         self.eta = eta
@@ -279,6 +292,7 @@ class SampleInformation(pl.Callback):
         """Checkpoint key, unique per configuration so several instances can coexist."""
         return self._generate_state_key(
             every_n_epochs=self.every_n_epochs,
+            every_n_train_steps=self.every_n_train_steps,
             on_fit_end=self.on_fit_end_enabled,
             reference_checkpoint=self.reference_checkpoint,
             linearize_at=self.linearize_at,
@@ -304,11 +318,29 @@ class SampleInformation(pl.Callback):
         if initial is not None:
             self._initial_state = initial
 
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        """Compute every ``every_n_train_steps`` optimizer steps."""
+        step = trainer.global_step
+        if self.every_n_train_steps is None or step == 0 or step % self.every_n_train_steps:
+            return
+        if self._last_global_step == step:  # gradient accumulation: same step, later batch
+            return
+        self.run(trainer, pl_module, epoch=trainer.current_epoch, log_step=step)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Compute at the configured epochs."""
         if trainer.sanity_checking or self.every_n_epochs is None:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        if self._last_global_step == trainer.global_step:  # just done by every_n_train_steps
             return
         self.run(trainer, pl_module, epoch=trainer.current_epoch)
 
@@ -319,22 +351,31 @@ class SampleInformation(pl.Callback):
         self.run(trainer, pl_module, epoch=max(trainer.current_epoch - 1, 0))
 
     # ------------------------------------------------------------ computation
-    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+    def run(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        epoch: int,
+        log_step: int | None = None,
+    ) -> None:
         """Compute, store in :attr:`results`, write the CSV and log (rank zero).
 
         Args:
             trainer: The trainer (its datamodule provides the data).
             pl_module: The module; its ``net`` is linearized unless ``reference_checkpoint``.
-            epoch: Epoch number used in the CSV name and as the logging step.
+            epoch: Epoch number used in the CSV name and (by default) as the logging step.
+            log_step: TensorBoard step (default: ``epoch``); the step-triggered runs use the
+                global step.
         """
         with torch.inference_mode(False), torch.enable_grad():
             results = self.compute(trainer, pl_module)
         results["epoch"] = epoch
+        results["step"] = trainer.global_step
         self.results = results
         self._last_global_step = trainer.global_step
         if trainer.is_global_zero:
             self._write_csv(trainer, epoch)
-            self._log(trainer, epoch)
+            self._log(trainer, epoch if log_step is None else log_step)
 
     def _datamodule(self, trainer: pl.Trainer) -> object:
         dm = trainer.datamodule
@@ -558,7 +599,8 @@ class SampleInformation(pl.Callback):
     def _write_csv(self, trainer: pl.Trainer, epoch: int) -> None:
         if self.filename is None or not trainer.loggers or trainer.log_dir is None:
             return
-        path = Path(trainer.log_dir) / self.filename.format(epoch=epoch)
+        name = self.filename.format(epoch=epoch, step=trainer.global_step)
+        path = Path(trainer.log_dir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         r = self.results

@@ -226,6 +226,36 @@ def test_linearize_at_initial_uses_the_weights_before_training(tmp_path):
         torch.testing.assert_close(restored._initial_state[name], value, rtol=0, atol=0)
 
 
+def test_every_n_train_steps_writes_one_csv_per_step(tmp_path):
+    cb = SampleInformation(
+        every_n_train_steps=2,
+        on_fit_end=True,
+        t=math.inf,
+        lam=0.1,
+        log_images=False,
+        filename="si_step{step}_epoch{epoch}.csv",
+    )
+    seen = []
+    original = cb.run
+
+    def spy(trainer, module, epoch, log_step=None):
+        original(trainer, module, epoch, log_step)
+        seen.append((trainer.global_step, cb.results["fsi"].clone()))
+
+    cb.run = spy
+    trainer, model, dm = _fit(tmp_path, cb, epochs=1)  # 40 train samples, batch 16: 3 steps
+    assert [step for step, _ in seen] == [2, 3]  # step 2, then fit end at step 3
+    assert not torch.equal(seen[0][1], seen[1][1])  # the weights moved between the two
+    names = sorted(p.name for p in tmp_path.rglob("si_step*.csv"))
+    assert names == ["si_step2_epoch0.csv", "si_step3_epoch0.csv"]
+    assert cb.results["step"] == 3
+
+
+def test_every_n_train_steps_needs_a_step_field_in_filename():
+    with pytest.raises(ValueError, match="'{step}' field"):
+        SampleInformation(every_n_train_steps=5)
+
+
 def test_linearize_at_initial_excludes_reference_checkpoint(tmp_path):
     ckpt = tmp_path / "ref.ckpt"
     ckpt.write_bytes(b"")
@@ -244,6 +274,7 @@ def test_max_train_samples_is_enforced(tmp_path):
     [
         ({"every_n_epochs": 0}, "every_n_epochs"),
         ({"every_n_epochs": None, "on_fit_end": False}, "nothing to do"),
+        ({"every_n_train_steps": 0}, "every_n_train_steps"),
         ({"mode": "sgd"}, "mode"),
         ({"t": 10, "eta": -1.0}, "eta"),
         ({"t": 2.5, "mode": "discrete"}, "t must be an integer"),
