@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lit_info.info import eigh_kernel, smooth_unique_information, structured_ntk_pair
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
@@ -107,6 +109,29 @@ def parse_settings(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace,
     if args.threads:
         torch.set_num_threads(args.threads)
     return args, torch.device(args.device)
+
+
+def sui_estimates(
+    model: nn.Module, x: Tensor, y: Tensor, xv: Tensor, args: argparse.Namespace
+) -> tuple[Tensor, Tensor, float]:
+    """SI and F-SI of every training sample (network linearized at its current weights, GD
+    with ``args.lr`` for ``args.steps`` steps) and the largest kernel eigenvalue."""
+    theta, theta_v = structured_ntk_pair(model, x, xv)
+    with torch.no_grad():
+        residual = model(x) - y
+    eig = eigh_kernel(theta)
+    si, fsi = smooth_unique_information(
+        theta,
+        residual,
+        theta_v,
+        eta=args.lr,
+        t=args.steps,
+        lam=args.lam,
+        mode="discrete",
+        sigma2=args.sigma2,
+        eig=eig,
+    )
+    return si, fsi, float(eig[0][-1])
 
 
 def synchronize(device: torch.device) -> None:

@@ -20,14 +20,7 @@ import time
 
 import torch
 from sklearn.metrics import roc_auc_score
-from sui_common import add_setting_arguments, mlp, mnist_4v9, parse_settings
-
-from lit_info.info import (
-    functional_si,
-    leave_one_out_differences,
-    structured_ntk_pair,
-    weight_si,
-)
+from sui_common import add_setting_arguments, mlp, mnist_4v9, parse_settings, sui_estimates
 
 
 def main() -> None:
@@ -53,16 +46,8 @@ def main() -> None:
         y_noisy = torch.where(corrupted[:, None], -y, y)
         x, y_noisy, xv = x.to(device), y_noisy.to(device), xv.to(device)
         model = mlp(args.hidden, seed=seed).to(device)
-        theta, theta_v = structured_ntk_pair(model, x, xv)
-        with torch.no_grad():
-            residual = model(x) - y_noisy
-        _, delta = leave_one_out_differences(
-            theta, residual, eta=args.lr, t=args.steps, lam=args.lam, mode="discrete"
-        )
-        scores = {
-            "F-SI": functional_si(theta_v, delta, args.sigma2),
-            "SI": weight_si(theta, delta, args.sigma2),
-        }
+        si, fsi, _ = sui_estimates(model, x, y_noisy, xv, args)
+        scores = {"F-SI": fsi, "SI": si}
         line = []
         for name, score in scores.items():
             auc = roc_auc_score(corrupted.numpy(), score.cpu().numpy())

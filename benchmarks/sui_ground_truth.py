@@ -7,7 +7,7 @@ steps from a fixed initialization ``w0`` (L2 ``--lam`` toward ``w0``).
 
 * Estimate: lit_info linearizes the network at ``w0`` and computes, for every training sample,
   F-SI ``1/(2 sigma^2) mean_j (f(x_j) - f_{-i}(x_j))^2`` on the validation inputs and the weight
-  SI ``||w - w_{-i}||^2`` in closed form (no training at all).
+  SI ``||w - w_{-i}||^2 / (2 sigma^2)`` in closed form (no training at all).
 * Ground truth: the real (non-linear) network is trained on all samples and, for each of
   ``--removed`` samples ``i`` (spread over the range of estimated F-SI: every ``n/removed``-th
   sample in the F-SI ranking), again from the same ``w0`` without ``i`` (mean loss over the
@@ -30,30 +30,17 @@ import argparse
 import time
 
 import torch
-from sui_common import add_setting_arguments, mlp, mnist_4v9, parse_settings, pearson, spearman
+from sui_common import (
+    add_setting_arguments,
+    mlp,
+    mnist_4v9,
+    parse_settings,
+    pearson,
+    spearman,
+    sui_estimates,
+)
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-
-from lit_info.info import (
-    functional_si,
-    leave_one_out_differences,
-    structured_ntk_pair,
-    weight_si,
-)
-
-
-def estimate(
-    model: nn.Module, x: Tensor, y: Tensor, xv: Tensor, args: argparse.Namespace
-) -> tuple[Tensor, Tensor, float]:
-    """F-SI and SI of every training sample (linearized here) and the top kernel eigenvalue."""
-    theta, theta_v = structured_ntk_pair(model, x, xv)
-    with torch.no_grad():
-        residual = model(x) - y
-    _, delta = leave_one_out_differences(
-        theta, residual, eta=args.lr, t=args.steps, lam=args.lam, mode="discrete"
-    )
-    top = float(torch.linalg.eigvalsh(theta)[-1])
-    return functional_si(theta_v, delta, args.sigma2), weight_si(theta, delta), top
 
 
 def retrain(
@@ -119,7 +106,7 @@ def main() -> None:
         f"GD lr={args.lr} steps={args.steps} lam={args.lam}, device {device}"
     )
     began = time.perf_counter()
-    fsi_hat, si_hat, top = estimate(model, x, y, xv, args)
+    si_hat, fsi_hat, top = sui_estimates(model, x, y, xv, args)
     est_seconds = time.perf_counter() - began
     print(
         f"estimates for all {args.n} samples: {est_seconds:.2f} s "
@@ -134,7 +121,7 @@ def main() -> None:
     val_acc = float(((preds[0] > 0) == (yv.to(device)[:, 0] > 0)).double().mean())
     print(f"  full model validation accuracy {val_acc:.3f}")
     fsi_true = (preds[1:] - preds[0]).pow(2).mean(dim=1) / (2 * args.sigma2)
-    si_true = (weights[1:] - weights[0]).pow(2).sum(dim=1)
+    si_true = (weights[1:] - weights[0]).pow(2).sum(dim=1) / (2 * args.sigma2)
     fsi_est, si_est = fsi_hat[removed], si_hat[removed]
     print(f"{'sample':>7s} {'F-SI est':>11s} {'F-SI true':>11s} {'SI est':>11s} {'SI true':>11s}")
     for row in range(len(removed)):

@@ -3,7 +3,7 @@
 Setting (the paper's MNIST 4 vs 9 MLP, Harutyunyan et al. ICLR 2021): real MNIST test images of
 4s and 9s (``n`` training, ``--val`` validation for F-SI), the MLP 784 -> 1024 -> 1 at its
 initialization, linearized and trained by ``--steps`` full-batch gradient-descent steps with
-learning rate ``--lr`` (MSE, targets +-1); SI (weights, ``||w - w_{-i}||^2``) and F-SI
+learning rate ``--lr`` (MSE, targets +-1); SI (weights, ``||w - w_{-i}||^2 / (2 sigma^2)``) and F-SI
 (``1/(2 sigma^2)`` mean squared change of the validation predictions) for every training sample.
 
 * ``lit_info`` (fast): kernel ``Theta = J J^T`` and ``Theta(val, train)`` per layer without
@@ -41,9 +41,8 @@ from torch import Tensor, nn
 from lit_info.info import (
     eigh_kernel,
     functional_si,
-    leave_one_out_coefficients,
+    leave_one_out_differences,
     structured_ntk_pair,
-    train_coefficients,
     weight_si,
 )
 from lit_info.info.linearized import reference_coefficients
@@ -61,10 +60,9 @@ def fast_sample_information(
     with clock("eigh"):
         eig = eigh_kernel(theta)
     with clock("leave-one-out (Chebyshev)"):
-        beta = train_coefficients(theta, residual, eig=eig, **gd)
-        delta = beta[None, :] - leave_one_out_coefficients(theta, residual, eig=eig, **gd)
+        _, delta = leave_one_out_differences(theta, residual, eig=eig, **gd)
     with clock("SI + F-SI"):
-        si = weight_si(theta, delta)
+        si = weight_si(theta, delta, args.sigma2)
         fsi = functional_si(theta_v, delta, args.sigma2)
     return si, fsi
 
@@ -113,7 +111,7 @@ def reference_sample_information(
             loo = torch.zeros_like(beta)
             loo[keep] = reference_coefficients(theta[keep][:, keep], residual[keep], **gd)
             delta = beta - loo
-            si.append(delta @ theta @ delta)
+            si.append(delta @ theta @ delta / (2 * args.sigma2))
             fsi.append((theta_v @ delta).pow(2).mean() / (2 * args.sigma2))
     return torch.stack(si), torch.stack(fsi)
 

@@ -63,11 +63,9 @@ from torch.utils.data import Dataset
 from lit_info.dist import gather_by_index, rank_shard_loader, world_size
 from lit_info.info import (
     empirical_ntk,
-    functional_si,
-    leave_one_out_differences,
     network_jacobian,
+    smooth_unique_information,
     structured_ntk_pair,
-    weight_si,
 )
 from lit_info.info.jacobian import SKETCH_TYPES
 from lit_info.info.linearized import resolve_mode
@@ -489,8 +487,8 @@ class SampleInformation(pl.Callback):
         if self.max_train_samples is not None and n > self.max_train_samples:
             raise ValueError(
                 f"the training set has {n} samples, more than max_train_samples="
-                f"{self.max_train_samples}: the leave-one-out costs O(n (n k)^3) for finite t; "
-                "raise max_train_samples (or use train_subset) to go ahead"
+                f"{self.max_train_samples}: the leave-one-out eigendecomposes the (n k) x (n k) "
+                "kernel; raise max_train_samples (or use train_subset) to go ahead"
             )
         if n < 2:
             raise ValueError(f"sample information needs at least 2 training samples, got {n}")
@@ -580,19 +578,18 @@ class SampleInformation(pl.Callback):
         Returns:
             float64 tensor ``(n, 2)``.
         """
-        theta = theta.to(torch.float64)
         residual = f0.to(torch.float64) - targets.to(torch.float64)
-        _, delta = leave_one_out_differences(
+        si, fsi = smooth_unique_information(
             theta,
             residual,
+            theta_fsi,
             eta=self.eta,
             t=self.t,
             lam=self.lam,
             mode=self.mode,
+            sigma2=self.sigma2,
             loo_normalization=self.loo_normalization,
         )
-        si = weight_si(theta, delta, sigma2=self.sigma2)
-        fsi = functional_si(theta_fsi.to(torch.float64), delta, sigma2=self.sigma2)
         return torch.stack([si, fsi], dim=1)
 
     # ---------------------------------------------------------------- outputs

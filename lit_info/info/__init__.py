@@ -22,6 +22,7 @@ from .sample_info import (
     leave_one_out_coefficients,
     leave_one_out_differences,
     reference_leave_one_out,
+    smooth_unique_information,
     weight_si,
     weight_si_from_jacobian,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "reference_coefficients",
     "reference_leave_one_out",
     "sketch_matrix",
+    "smooth_unique_information",
     "spectral_filter",
     "structured_ntk",
     "structured_ntk_pair",

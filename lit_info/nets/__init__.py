@@ -15,7 +15,7 @@ from torch import nn
 from lit_info.nets.cnn import MNISTCNN
 from lit_info.nets.mlp import MLP
 from lit_info.nets.resnet_cifar import BasicBlock, ResNetCIFAR, resnet18_cifar, resnet34_cifar
-from lit_info.nets.resnet_imagenet import ResNet18ImageNet, resnet18_imagenet
+from lit_info.nets.resnet_imagenet import ResNet18ImageNet
 
 __all__ = [
     "MLP",
@@ -26,7 +26,6 @@ __all__ = [
     "ResNetCIFAR",
     "build_net",
     "resnet18_cifar",
-    "resnet18_imagenet",
     "resnet34_cifar",
 ]
 
@@ -48,7 +47,7 @@ def _resnet34(num_classes: int, shape: tuple[int, int, int], **kwargs: Any) -> n
 
 
 def _resnet18_imagenet(num_classes: int, shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
-    return resnet18_imagenet(shape[0], num_classes, **kwargs)
+    return ResNet18ImageNet(shape[0], num_classes, **kwargs)
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-__all__ = ["ResNet18ImageNet", "load_resnet_state_dict", "resnet18_imagenet"]
+__all__ = ["ResNet18ImageNet", "load_resnet_state_dict"]
 
 # Prefix of the classification head in the torchvision ResNet state dict.
 _HEAD_PREFIX = "fc."
@@ -284,34 +284,3 @@ class ResNet18ImageNet(ResNet):
             Logits ``(N, num_classes)``.
         """
         return self.fc(self.features(x))
-
-
-def resnet18_imagenet(
-    in_channels: int = 3,
-    num_classes: int = 1000,
-    input_size: int | None = None,
-    pretrained_path: str | None = None,
-    freeze_backbone: bool = False,
-    freeze_batchnorm: bool = False,
-) -> ResNet18ImageNet:
-    """ImageNet-style ResNet-18 (see :class:`ResNet18ImageNet` for the arguments).
-
-    Args:
-        in_channels: 1 (grayscale, repeated to 3) or 3.
-        num_classes: Number of output logits.
-        input_size: Resize inputs to this square size (None: keep).
-        pretrained_path: Local weights file (None: random initialization).
-        freeze_backbone: Train only the head.
-        freeze_batchnorm: Keep BatchNorm layers in eval mode during training.
-
-    Returns:
-        The network.
-    """
-    return ResNet18ImageNet(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        input_size=input_size,
-        pretrained_path=pretrained_path,
-        freeze_backbone=freeze_backbone,
-        freeze_batchnorm=freeze_batchnorm,
-    )

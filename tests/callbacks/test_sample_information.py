@@ -52,6 +52,20 @@ def _fit(tmp_path, callback: SampleInformation, epochs: int = 1, logger: bool = 
     return trainer, model, dm
 
 
+def _quiet_trainer(tmp_path, callbacks: list, epochs: int = 1, **kwargs) -> pl.Trainer:
+    """A Trainer without logger, progress bar, summary or checkpoints."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
 def _loop_jacobian(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-output autograd Jacobian ``(n, k, p)`` (float64) and outputs (eval mode)."""
     net.eval()
@@ -179,15 +193,7 @@ def test_reference_checkpoint_linearizes_the_saved_weights(tmp_path):
         dataset="digits", noise_type="uniform", noise_level=0.3, train_subset=40, val_size=8
     )
     model = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
-    pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-    ).fit(model, dm)
+    _quiet_trainer(tmp_path, [cb]).fit(model, dm)
     si, fsi, _ = _brute_force(ref.net, dm, "val", lam=0.1, sigma2=1.0)
     torch.testing.assert_close(cb.results["si"], si, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(cb.results["fsi"], fsi, rtol=1e-6, atol=1e-12)
@@ -201,15 +207,7 @@ def test_linearize_at_initial_uses_the_weights_before_training(tmp_path):
     )
     model = Classifier(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
     initial = copy.deepcopy(model.net)
-    pl.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-    ).fit(model, dm)
+    _quiet_trainer(tmp_path, [cb], epochs=2).fit(model, dm)
     moved = sum(
         float((a - b).abs().sum())
         for a, b in zip(initial.parameters(), model.net.parameters(), strict=True)
@@ -402,15 +400,7 @@ def test_binary_targets_use_the_logit_difference(tmp_path):
     dm = _TwoClassData()
     model = Classifier(num_classes=2, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [8]})
     cb = SampleInformation(targets="binary", t=None, lam=0.02, sigma2=2.0, log_images=False)
-    pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-    ).fit(model, dm)
+    _quiet_trainer(tmp_path, [cb]).fit(model, dm)
     torch.set_grad_enabled(True)
     x, y = _inputs(dm.train_eval_dataset)
     xv, _ = _inputs(dm.val_dataset)
@@ -513,16 +503,8 @@ def test_structured_and_jacobian_kernels_agree(tmp_path, targets):
         net="mlp",
         net_kwargs={"hidden": [8, 6], "batch_norm": True},
     )
-    pl.Trainer(
-        max_epochs=1,
-        precision="64-true",  # float64 weights: the two kernels agree to rounding
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[auto, structured, jacobian],
-        default_root_dir=tmp_path,
-    ).fit(model, dm)
+    # float64 weights: the two kernels agree to rounding
+    _quiet_trainer(tmp_path, [auto, structured, jacobian], precision="64-true").fit(model, dm)
     assert next(model.net.parameters()).dtype == torch.float64
     for key in ("si", "fsi"):
         assert (jacobian.results[key] > 0).all()
