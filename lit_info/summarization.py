@@ -326,7 +326,7 @@ def _run_config(
     trainer["callbacks"] = callbacks
     trainer["default_root_dir"] = str(run_dir)
     trainer["logger"] = {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "lit_info.loggers.TensorBoardLogger",
         "init_args": {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name},
     }
     if not plan.verbose:
@@ -539,6 +539,11 @@ def run_summarization(
         score_cli_args,
         verbose,
     )
+    if (plan.out / "summarization.csv").exists() or (plan.out / "runs").is_dir():
+        raise SummarizationError(
+            f"--out {plan.out} already holds a summarization (summarization.csv or runs/); "
+            "choose another --out so the earlier results are kept"
+        )
     orders = list(dict.fromkeys(orders))
     max_fraction = max(fractions)
     separate = bool(plan.score_cli_args)

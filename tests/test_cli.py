@@ -38,7 +38,7 @@ def test_choose_any_model_class_from_the_command_line():
     assert cli.model.num_classes == 10
 
 
-def test_print_config_shows_the_full_config():
+def test_print_config_shows_the_full_config_with_the_data_hints():
     out = subprocess.run(
         [sys.executable, "-m", "lit_info", "fit", "--config", str(DEMO_CE), "--print_config"],
         capture_output=True,
@@ -51,6 +51,9 @@ def test_print_config_shows_the_full_config():
     assert printed["model"]["class_path"] == "lit_info.methods.Classifier"
     assert printed["data"]["init_args"]["noise_level"] == 0.8
     assert printed["seed_everything"] == 42
+    # values filled in from the data are shown, not null
+    assert printed["model"]["init_args"]["num_classes"] == 10
+    assert printed["model"]["init_args"]["input_shape"] == [1, 8, 8]
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -101,7 +104,7 @@ def test_fit_then_test_logs_the_metric_keys(tmp_path):
     assert set(test) >= {"test/acc", "test/loss"}
     assert 0.0 <= test["test/acc"] <= 1.0
     # the config was saved next to the logs, and TensorBoard events were written
-    run_dir = tmp_path / "demo" / "digits_uniform0.8_ce"
+    run_dir = tmp_path / "demo" / "digits_uniform0.8_ce" / "version_0"
     assert (run_dir / "config.yaml").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert (run_dir / "memorization.csv").is_file()

@@ -1,6 +1,7 @@
 """Lightning callbacks: per-sample monitors, DDP-correct."""
 
 from lit_info.callbacks.memorization import MemorizationMonitor
+from lit_info.callbacks.predictions import PredictionWriter
 from lit_info.callbacks.sample_information import SampleInformation
 
-__all__ = ["MemorizationMonitor", "SampleInformation"]
+__all__ = ["MemorizationMonitor", "PredictionWriter", "SampleInformation"]

@@ -71,10 +71,11 @@ class MemorizationMonitor(pl.Callback):
     """Log training accuracy on corrupted vs clean samples, against given and true labels.
 
     Args:
-        every_n_epochs: evaluate every this many training epochs.
-        log_histograms: write gradient-norm histograms to TensorBoard (rank zero).
-        filename: CSV written in the run directory (``trainer.log_dir``, only when the trainer
-            has a logger) with one row per evaluated epoch; ``None`` disables it.
+        every_n_epochs: evaluate the whole training set every this many epochs (>= 1).
+        log_histograms: write histograms of the per-sample gradient norms, clean vs corrupted
+            samples (and, for LIMIT, of the predicted gradients), to TensorBoard.
+        filename: name of a CSV file, in the run folder, with one row of accuracies per
+            evaluated epoch (written only when the run has a logger); null = no file.
     """
 
     def __init__(

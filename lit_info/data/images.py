@@ -39,12 +39,16 @@ original index of item ``i`` (its ``index`` in the run without exclusion) is
 
 File formats and readers:
 
-* ``mnist`` / ``fashion_mnist``: the uncompressed IDX files that ``torchvision.datasets.MNIST``
-  / ``FashionMNIST`` use, under ``<data_dir>/MNIST/raw/`` or ``<data_dir>/FashionMNIST/raw/``.
-  Each file's header and size are checked first, then it is parsed with torchvision's own
-  reader (``torchvision.datasets.mnist.read_image_file`` / ``read_label_file``). Only the files
-  of the splits actually used are needed (with ``train_from_test_set`` only the ``t10k-*``
-  files). ``download=True`` fetches missing files through the torchvision dataset class.
+* ``mnist`` / ``fashion_mnist``: the IDX files of torchvision's layout,
+  ``<data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (``FashionMNIST/raw/``
+  for Fashion-MNIST), each either uncompressed or gzip-compressed as downloaded (the same name
+  plus ``.gz``); where both exist the uncompressed file is read. A ``.gz`` file is decompressed
+  in memory, nothing is written. The reader is our own (a few lines of numpy): it checks the
+  IDX magic number, that the dimensions in the header match the file's (decompressed) size and
+  the image size of the data set, that image and label files agree in length, and that labels
+  lie in ``[0, num_classes)``. Only the files of the splits actually used are needed (with
+  ``train_from_test_set`` only the ``t10k-*`` files). ``download=True`` fetches missing files
+  through the torchvision dataset class.
 * ``cifar10`` / ``cifar100``: the official "python version" batches under
   ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>/cifar-100-python/``. They are read with a
   small loader of our own that follows the same format as torchvision (a pickled dict with a
@@ -58,18 +62,28 @@ File formats and readers:
   values 0..16, scaled to [0, 1]. It has no official split, so a fixed stratified 20% test
   split (360 images; ``random_state=TEST_CARVE_SEED``) is carved, leaving a pool of 1,437.
 
-Missing files raise :class:`FileNotFoundError` naming the data set, ``data_dir``, the expected
-files and the ``download: true`` option (a missing ``exclude_train_indices`` file names
-itself); malformed files raise :class:`ValueError` naming the file. All files are read and
-checked before the module's state is set, so a failed ``setup`` leaves the module untouched,
-and nothing is ever written unless ``download=True``.
+Missing files raise :class:`FileNotFoundError` naming the data set, ``data_dir``, each missing
+file once and the ways to get them (``--data.data_dir``, env ``LIT_INFO_DATA``,
+``--data.download true``); a missing ``exclude_train_indices`` file names itself. Malformed
+files raise :class:`ValueError` naming the file. :meth:`NoisyImageDataModule.check_files` (which
+the CLI calls before the trainer writes anything) raises the same errors from cheap checks: all
+of the above for MNIST-format files (a ``.gz`` file is decompressed as a stream, without
+keeping the data), and for CIFAR batches a check of the pickle's framing (a known first opcode,
+the final ``STOP``), which catches truncated and non-pickle files; a complete pickle with the
+wrong content is found by ``setup``. All files are read and checked before the module's state
+is set, so a failed ``setup`` leaves the module untouched, and nothing is ever written unless
+``download=True``.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import math
 import os
 import pickle
+import pickletools
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +100,7 @@ from lit_info.data.label_noise import PAIR_MAPS, apply_label_noise
 __all__ = [
     "DATASETS",
     "DATASET_INFO",
+    "PREDICT_SPLITS",
     "TEST_CARVE_SEED",
     "DatasetInfo",
     "ImageTransform",
@@ -96,6 +111,9 @@ __all__ = [
 
 #: Names accepted for ``NoisyImageDataModule(dataset=...)``.
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+
+#: Names accepted for ``NoisyImageDataModule(predict_split=...)``.
+PREDICT_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Seed of the fixed test split (digits) and of the test carve (``train_from_test_set``).
 TEST_CARVE_SEED = 0
@@ -119,6 +137,8 @@ class DatasetInfo:
         folder: Sub-folder of ``data_dir`` holding the files (empty for ``digits``).
         train_files: Files of the official training set (relative to ``data_dir``).
         test_files: Files of the official test set (relative to ``data_dir``).
+        gzip_ok: Whether each file may instead be present gzip-compressed, as its name plus
+            ``.gz`` (MNIST-format data sets).
     """
 
     num_classes: int
@@ -131,6 +151,7 @@ class DatasetInfo:
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
+    gzip_ok: bool = False
 
 
 def _idx_files(folder: str, prefix: str) -> tuple[str, ...]:
@@ -163,6 +184,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         folder="MNIST",
         train_files=_idx_files("MNIST", "train"),
         test_files=_idx_files("MNIST", "t10k"),
+        gzip_ok=True,
     ),
     "fashion_mnist": DatasetInfo(
         num_classes=10,
@@ -175,6 +197,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         folder="FashionMNIST",
         train_files=_idx_files("FashionMNIST", "train"),
         test_files=_idx_files("FashionMNIST", "t10k"),
+        gzip_ok=True,
     ),
     "cifar10": DatasetInfo(
         num_classes=10,
@@ -203,12 +226,31 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 }
 
 
-def expected_files(dataset: str, data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
+def _resolve(path: Path, gzip_ok: bool) -> Path:
+    """Return the file read for ``path``: itself if present, else ``path.gz`` if allowed/present."""
+    if gzip_ok and not path.is_file():
+        compressed = path.with_name(path.name + ".gz")
+        if compressed.is_file():
+            return compressed
+    return path
+
+
+def expected_files(
+    dataset: str, data_dir: str | os.PathLike[str], resolve: bool = False
+) -> dict[str, list[Path]]:
     """Return the files a data set is read from, per official split.
+
+    For MNIST-format data sets (:attr:`DatasetInfo.gzip_ok`) each file may be present either
+    uncompressed or gzip-compressed (its name plus ``.gz``); either form satisfies the
+    requirement, and the uncompressed file wins where both exist.
 
     Args:
         dataset: One of :data:`DATASETS`.
         data_dir: Root data folder.
+        resolve: If true, look at the disk and return, for each file, the path that is actually
+            read (``<name>.gz`` where only the compressed form exists); files absent in every
+            form keep their canonical name, so ``[p for p in ... if not p.is_file()]`` lists
+            the missing ones. If false, return the canonical (uncompressed) names.
 
     Returns:
         ``{"train": [...], "test": [...]}`` (both empty for ``digits``, which is bundled).
@@ -220,10 +262,13 @@ def expected_files(dataset: str, data_dir: str | os.PathLike[str]) -> dict[str, 
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
     info = DATASET_INFO[dataset]
     root = Path(data_dir)
-    return {
+    out = {
         "train": [root / f for f in info.train_files],
         "test": [root / f for f in info.test_files],
     }
+    if resolve:
+        out = {split: [_resolve(p, info.gzip_ok) for p in paths] for split, paths in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,53 +377,165 @@ def _corrupt(path: Path, reason: str) -> ValueError:
 
 
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ndim -> magic for uint8 IDX files
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20  # bytes per read when streaming a .gz file
 
 
-def _check_idx_file(path: Path, ndim: int) -> int:
-    """Check an uncompressed uint8 IDX file's header and size; return its number of items."""
-    size = path.stat().st_size
-    header_len = 4 * (ndim + 1)
+def _is_gz(path: Path) -> bool:
+    return path.name.endswith(".gz")
+
+
+def _gzip_error_hint(path: Path) -> str:
+    """Explain a ``.gz`` file that is no gzip stream at all (e.g. already decompressed)."""
     with open(path, "rb") as f:
-        header = f.read(header_len)
+        head = f.read(4)
+    if head[:2] == _GZIP_MAGIC:
+        return ""
+    if len(head) == 4 and int.from_bytes(head, "big") in _IDX_MAGIC.values():
+        return f"; it looks like an uncompressed IDX file: rename it {path.name[:-3]}"
+    return "; the file does not start with the gzip magic bytes 1f 8b"
+
+
+def _idx_content(path: Path, header_len: int, keep: bool) -> tuple[bytes, int, bytearray | None]:
+    """Read a plain or gzip-compressed (``*.gz``) IDX file.
+
+    A ``.gz`` file is decompressed as a stream, in chunks, so that checking a file without
+    keeping it (``keep=False``) needs little memory; the gzip CRC and length are verified at
+    its end. A plain file is only read when ``keep``.
+
+    Args:
+        path: The file.
+        header_len: Number of leading bytes to return.
+        keep: Whether to return all (decompressed) bytes.
+
+    Returns:
+        ``(header, size, data)``: the first ``header_len`` bytes (fewer if the data is
+        shorter), the (decompressed) size in bytes, and the bytes if ``keep`` else ``None``.
+
+    Raises:
+        ValueError: If a ``.gz`` file is not a complete, valid gzip stream (naming the file).
+    """
+    if not _is_gz(path):
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if not keep:
+                return f.read(header_len), size, None
+            data = bytearray(size)
+            size = f.readinto(data)
+        del data[size:]
+        return bytes(data[:header_len]), size, data
+    header = b""
+    size = 0
+    data = bytearray() if keep else None
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                if len(header) < header_len:
+                    header += chunk[: header_len - len(header)]
+                size += len(chunk)
+                if data is not None:
+                    data += chunk
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        reason = f"not a readable gzip file ({type(err).__name__}: {err}{_gzip_error_hint(path)})"
+        raise _corrupt(path, reason) from err
+    return header, size, data
+
+
+def _check_idx_header(
+    path: Path, header: bytes, size: int, ndim: int, item_shape: Sequence[int]
+) -> list[int]:
+    """Check a uint8 IDX header against the data size and the expected item shape.
+
+    Args:
+        path: The file (for messages).
+        header: Its first ``4 * (ndim + 1)`` (decompressed) bytes, or fewer if it is shorter.
+        size: Its (decompressed) size in bytes.
+        ndim: Expected number of dimensions (3 for images, 1 for labels).
+        item_shape: Expected shape of one item (``dims[1:]``).
+
+    Returns:
+        The dimensions announced by the header.
+
+    Raises:
+        ValueError: Naming the file, if anything does not match.
+    """
+    header_len = 4 * (ndim + 1)
+    what = "decompressed data" if _is_gz(path) else "file"
     if len(header) < header_len:
-        raise _corrupt(path, f"file has {size} bytes, shorter than its {header_len}-byte header")
+        raise _corrupt(path, f"{what} has {size} bytes, shorter than its {header_len}-byte header")
     magic = int.from_bytes(header[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
-        hint = " (is it still gzip-compressed?)" if header[:2] == b"\x1f\x8b" else ""
+        hint = ""
+        if header[:2] == _GZIP_MAGIC:
+            hint = f" (the file is gzip-compressed: name it {path.name}.gz or decompress it)"
         raise _corrupt(
             path, f"bad IDX magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x}{hint}"
         )
     dims = [int.from_bytes(header[4 * (i + 1) : 4 * (i + 2)], "big") for i in range(ndim)]
-    expected = header_len + int(np.prod(dims))
+    expected = header_len + math.prod(dims)
     if size != expected:
-        raise _corrupt(path, f"header announces dims {dims} ({expected} bytes) but file has {size}")
-    return dims[0]
+        raise _corrupt(
+            path, f"header announces dims {dims} ({expected} bytes) but {what} has {size}"
+        )
+    if tuple(dims[1:]) != tuple(item_shape):
+        raise _corrupt(path, f"items are {tuple(dims[1:])}, expected {tuple(item_shape)}")
+    return dims
 
 
-def _read_mnist_split(root: Path, files: Sequence[str], info: DatasetInfo) -> tuple[Any, Any]:
-    """Validate and read one MNIST-format split; return ``(uint8 N x 1 x H x W, int64 N)``."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
+def _read_idx(
+    path: Path, ndim: int, item_shape: Sequence[int], keep: bool = True
+) -> tuple[int, np.ndarray | None]:
+    """Validate a plain or ``.gz`` uint8 IDX file; return ``(items, array or None)``.
 
-    img_path, lbl_path = (root / f for f in files)
-    n_img = _check_idx_file(img_path, 3)
-    n_lbl = _check_idx_file(lbl_path, 1)
+    Args:
+        path: The file.
+        ndim: Expected number of dimensions.
+        item_shape: Expected shape of one item.
+        keep: Return the (writable) uint8 array of shape ``dims``; else only validate.
+
+    Returns:
+        The number of items and, if ``keep``, the data.
+
+    Raises:
+        ValueError: Naming the file, if it is not a valid IDX file of that shape.
+    """
+    header_len = 4 * (ndim + 1)
+    header, size, data = _idx_content(path, header_len, keep)
+    dims = _check_idx_header(path, header, size, ndim, item_shape)
+    if data is None:
+        return dims[0], None
+    return dims[0], np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _read_mnist_split(
+    files: Sequence[Path], info: DatasetInfo, load_images: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Validate and read one MNIST-format split.
+
+    The same checks run, in the same order, whether or not the images are kept, so
+    :meth:`NoisyImageDataModule.check_files` and ``setup`` report a damaged file alike.
+
+    Args:
+        files: ``(images file, labels file)``, each plain or ``.gz``.
+        info: The data set's static facts (image size, number of classes).
+        load_images: Return the images; else only validate them (streaming a ``.gz`` file).
+
+    Returns:
+        ``(uint8 N x 1 x H x W images or None, int64 N labels)``.
+
+    Raises:
+        ValueError: Naming the file that is malformed.
+    """
+    img_path, lbl_path = files
+    n_img, images = _read_idx(img_path, 3, info.input_shape[1:], keep=load_images)
+    n_lbl, labels = _read_idx(lbl_path, 1, ())
+    assert labels is not None
     if n_img != n_lbl:
         raise _corrupt(lbl_path, f"{n_lbl} labels but {img_path.name} has {n_img} images")
-    try:
-        images = read_image_file(str(img_path))
-    except Exception as err:  # torchvision raises AssertionError / TypeError / ValueError
-        raise _corrupt(img_path, f"{type(err).__name__}: {err}") from err
-    try:
-        labels = read_label_file(str(lbl_path))
-    except Exception as err:
-        raise _corrupt(lbl_path, f"{type(err).__name__}: {err}") from err
-    if tuple(images.shape[1:]) != info.input_shape[1:]:
-        raise _corrupt(
-            img_path, f"images are {tuple(images.shape[1:])}, expected {info.input_shape[1:]}"
-        )
-    if labels.numel() and int(labels.max()) >= info.num_classes:
+    if labels.size and int(labels.max()) >= info.num_classes:
         raise _corrupt(lbl_path, f"label {int(labels.max())} >= {info.num_classes} classes")
-    return images.unsqueeze(1).contiguous(), labels.long()
+    images_t = None if images is None else torch.from_numpy(images).unsqueeze(1).contiguous()
+    return images_t, torch.from_numpy(labels.astype(np.int64))
 
 
 # Globals a CIFAR python pickle may reference (numpy array reconstruction only).
@@ -402,8 +559,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_PICKLE_OPCODES = frozenset(op.code.encode("latin1") for op in pickletools.opcodes)
+
+
+def _check_pickle_frame(path: Path) -> None:
+    """Cheaply check that a file looks like one complete pickle, without unpickling it.
+
+    Reads three bytes: the first must be a pickle opcode (``PROTO`` with a known protocol for
+    protocol 2+, as in the official CIFAR batches) and the last the ``STOP`` opcode. This
+    catches empty, truncated and non-pickle files (a truncated file passes only if its new
+    last byte happens to be ``.``); a complete pickle with the wrong content passes.
+
+    Args:
+        path: The file.
+
+    Raises:
+        ValueError: Naming the file, if the check fails.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(max(size - 1, 0))
+        last = f.read(1)
+    reason = None
+    if size == 0:
+        reason = "the file is empty"
+    elif head[:1] not in _PICKLE_OPCODES:
+        reason = f"first byte 0x{head[0]:02x} is no pickle opcode"
+    elif head[:1] == pickle.PROTO and (len(head) < 2 or head[1] > pickle.HIGHEST_PROTOCOL):
+        reason = "unknown pickle protocol"
+    elif last != pickle.STOP:
+        reason = "it does not end with the pickle STOP opcode: cut short, or not a pickle"
+    if reason is not None:
+        raise _corrupt(path, f"not a readable CIFAR python batch ({reason})")
+
+
 def _read_cifar_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch; return ``(uint8 N x 3 x 32 x 32, int64 N)``."""
+    _check_pickle_frame(path)
     try:
         with open(path, "rb") as f:
             entry = _RestrictedUnpickler(f, encoding="latin1").load()
@@ -452,20 +645,26 @@ def _load_digits_split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _missing_message(dataset: str, data_dir: Path, missing: list[Path], needed: list[Path]) -> str:
-    gz = [p for p in missing if Path(f"{p}.gz").is_file()]
-    gz_hint = (
-        f" Found gzip-compressed copies of {[str(p) + '.gz' for p in gz]}: decompress them "
-        "(e.g. `gunzip -k`), the uncompressed files are read."
-        if gz
+def _missing_message(dataset: str, data_dir: Path, missing: list[Path], test_only: bool) -> str:
+    """One line naming each missing file once (grouped by folder) and how to get them."""
+    by_folder: dict[Path, list[str]] = {}
+    for path in missing:
+        by_folder.setdefault(path.parent, []).append(path.name)
+    gz = " (plain or .gz)" if DATASET_INFO[dataset].gzip_ok else ""
+    lacks = "; ".join(
+        f"{folder} lacks {', '.join(names)}{gz}" for folder, names in by_folder.items()
+    )
+    carve = (
+        "; only the test set is there: --data.train_from_test_set N trains on part of it"
+        if test_only
         else ""
     )
+    now = repr(str(data_dir)) + ("" if data_dir.is_dir() else ", no such folder")
+    above = ", ".join(str(folder.relative_to(data_dir)) for folder in by_folder)
     return (
-        f"{dataset} data files not found in data_dir {str(data_dir)!r}: missing "
-        f"{[str(p) for p in missing]}. Expected files: {[str(p) for p in needed]}. Set "
-        f"`download: true` in the data config (or pass --data.download true) to fetch them, or "
-        f"point data_dir (default: env LIT_INFO_DATA, else ./data) to a folder that has them."
-        f"{gz_hint}"
+        f"{dataset} data files not found: {lacks}{carve}. Set --data.data_dir (the folder above "
+        f"{above}; now {now}; default: env LIT_INFO_DATA, else ./data) to one that has them, or "
+        "--data.download true (`download: true` in a config) to fetch them."
     )
 
 
@@ -489,6 +688,23 @@ def _select_classes(
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _class_list(classes: Sequence[Any]) -> list[int]:
+    """Validate ``classes`` (integers, no repeats, at least two); return them as ints."""
+    bad = [c for c in classes if not _is_int(c)]
+    if bad:
+        raise ValueError(f"classes must be integers, got {bad[:5]!r} in {list(classes)!r}")
+    values = [int(c) for c in classes]
+    counts: dict[int, int] = {}
+    for c in values:
+        counts[c] = counts.get(c, 0) + 1
+    repeats = [f"{c} {'twice' if n == 2 else f'{n} times'}" for c, n in counts.items() if n > 1]
+    if repeats:
+        raise ValueError(f"classes lists {' and '.join(repeats)} ({values}); give each class once")
+    if len(values) < 2:
+        raise ValueError(f"classes must list at least 2 classes, got {values}")
+    return values
 
 
 def _parse_index(token: str, where: str) -> int:
@@ -589,46 +805,52 @@ def _exclusion_list(value: object) -> np.ndarray:
 
 
 class NoisyImageDataModule(pl.LightningDataModule):
-    """Image classification data with synthetic label noise; items are ``(x, y, index)``.
+    """Image data sets (digits, MNIST, Fashion-MNIST, CIFAR-10/100) with synthetic label noise.
 
-    See the module docstring for the pipeline, the file layout and the readers.
+    Items are ``(x, y, index)``; see the module docstring for the pipeline, the file layout and
+    the readers.
 
     Args:
-        dataset: ``"digits"``, ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` or ``"cifar100"``.
-        data_dir: Root folder of the data files; default: env ``LIT_INFO_DATA``, else ``./data``.
-        download: Fetch missing files with torchvision (needs network).
-        noise_type: ``None`` (clean), ``"uniform"`` or ``"pair"`` (CIFAR-10 only).
-        noise_level: Corruption probability in ``[0, 1)``; must be 0 when ``noise_type`` is None.
+        dataset: digits (scikit-learn's bundled 8x8 digits, no download), mnist, fashion_mnist,
+            cifar10 or cifar100.
+        data_dir: Folder holding the data files; unset = the LIT_INFO_DATA environment
+            variable, else ./data.
+        download: Download missing data files (needs network access).
+        noise_type: Label noise: uniform (a corrupted label becomes one of the other classes,
+            chosen at random) or pair (cifar10 only: truck -> automobile, bird -> airplane,
+            deer -> horse, cat -> dog); unset = clean labels.
+        noise_level: Probability that a label is corrupted, in [0, 1); must be 0 without
+            noise_type.
         noise_seed: Seed of the label noise.
-        val_size: Validation set carved from the pool: a fraction in ``[0, 1)`` (rounded to the
-            nearest count) or a count ``>= 0`` (an int, or an integral float ``>= 1``). The
-            annotation is ``int | float`` (int first) so that jsonargparse keeps ``5000`` an int.
-        split_seed: Seed of the train/val split, the ``train_subset`` shuffle and the training
-            sampler's shuffling.
-        noisy_validation: Validation labels noisy (``True``) or clean (``False``).
-        train_from_test_set: If given, ignore the official training set; split the official test
-            set into this many test images and a training pool made of the rest (fixed seed
-            :data:`TEST_CARVE_SEED`). E.g. MNIST with 10,000 test images and
-            ``train_from_test_set=2000, val_size=0``: 8,000 train / 2,000 test.
-        train_subset: If given, keep only this many images of the pool (before noise and split).
-        classes: If given, keep only the images of these classes (in every split) and relabel
-            them ``0..len(classes)-1`` in the order given, e.g. ``[4, 9]`` for MNIST 4 vs 9
-            (4 -> 0, 9 -> 1). Applied before ``train_subset``, noise and split; pair noise is
-            not available on a class subset.
-        exclude_train_indices: Training samples to drop after split and noise (step 5 of the
-            pipeline): a list of indices into the full training split (the ``index`` of the
-            items without exclusion) or the path of a file of such indices (one per line, or a
-            CSV with an ``index`` column; see :func:`read_index_file`). Items of the remaining
-            samples are renumbered ``0..m-1`` for the per-sample callbacks; see the module
-            docstring and :attr:`train_original_indices`.
-        augment: Use the standard augmentation for training; ``None`` means ``True`` for CIFAR
-            and ``False`` otherwise. Standard augmentation: random crop with zero padding
-            (4 px for CIFAR, 3 px for 28x28, 1 px for digits) and, except for MNIST and
-            digits, a random horizontal flip.
+        val_size: Validation set taken from the training pool: a fraction in [0, 1) or a
+            number of images (e.g. 5000); 0 = no validation set.
+        split_seed: Seed of the train/validation split, of the choice of train_subset and of
+            the shuffling of training batches.
+        noisy_validation: Give the validation set the noisy labels (true) or the clean ones
+            (false). Test labels are always clean.
+        train_from_test_set: If set, ignore the official training set and split the official
+            test set into this many test images and a training pool of the rest (the same
+            split in every run). E.g. MNIST (10,000 test images) with 2000 and val_size 0:
+            8,000 train / 2,000 test images.
+        train_subset: If set, keep only this many images of the training pool (chosen with
+            split_seed, before noise and the validation split).
+        classes: If set, keep only these classes (in every split), relabelled 0, 1, ... in
+            the order given, e.g. [4, 9] for MNIST 4 vs 9 (4 -> 0, 9 -> 1). Not available
+            with pair noise.
+        exclude_train_indices: Training samples to drop, after the split and the noise: a list
+            of indices or the path of a file of them (one per line, or a CSV with an index
+            column, such as the per-sample CSVs this toolkit writes). Indices count from 0 in
+            the training set without exclusions; per-sample outputs then number the remaining
+            samples 0, 1, ... in the same order.
+        augment: Augment the training images: random crop with zero padding (4 px for CIFAR,
+            3 px for 28x28 images, 1 px for digits) and, except for mnist and digits, a random
+            horizontal flip. Unset = on for CIFAR, off otherwise.
         batch_size: Training batch size.
-        eval_batch_size: Batch size of the evaluation loaders (default: ``batch_size``).
-        num_workers: DataLoader worker processes.
-        pin_memory: DataLoader ``pin_memory``.
+        eval_batch_size: Batch size for validation, test and prediction; unset = batch_size.
+        num_workers: Data-loading worker processes; 0 = load in the main process.
+        pin_memory: Put batches in pinned memory (faster copies to the GPU).
+        predict_split: Split used by predict: test (clean labels), val (the validation labels)
+            or train (the training set with its noisy labels, without augmentation).
 
     Attributes (after :meth:`setup`):
         train_original_indices: ``(m,)`` original training index of every training item.
@@ -660,6 +882,7 @@ class NoisyImageDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        predict_split: Literal["train", "val", "test"] = "test",
     ) -> None:
         super().__init__()
         if dataset not in DATASET_INFO:
@@ -715,6 +938,15 @@ class NoisyImageDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         if augment is not None and not isinstance(augment, bool):
             raise ValueError(f"augment must be None, True or False, got {augment!r}")
+        if predict_split not in PREDICT_SPLITS:
+            raise ValueError(
+                f"predict_split must be one of {list(PREDICT_SPLITS)}, got {predict_split!r}"
+            )
+        if predict_split == "val" and val_size == 0:
+            raise ValueError(
+                "predict_split='val' needs a validation set, but val_size is 0; set val_size "
+                "or use predict_split 'train' or 'test'"
+            )
         self.exclude_train_indices = _exclusion_list(exclude_train_indices)
 
         self.save_hyperparameters()
@@ -736,12 +968,11 @@ class NoisyImageDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
+        self.predict_split = predict_split
 
         info = DATASET_INFO[dataset]
         if classes is not None:
-            classes = [int(c) for c in classes]
-            if len(classes) < 2 or len(set(classes)) != len(classes):
-                raise ValueError(f"classes must list at least 2 distinct classes, got {classes}")
+            classes = _class_list(classes)
             if min(classes) < 0 or max(classes) >= info.num_classes:
                 raise ValueError(
                     f"classes must lie in [0, {info.num_classes}) for {dataset}, got {classes}"
@@ -767,27 +998,49 @@ class NoisyImageDataModule(pl.LightningDataModule):
 
     # ---------------------------------------------------------------- files
 
-    def _needed_files(self) -> list[Path]:
-        files = expected_files(self.dataset, self.data_dir)
-        if self.train_from_test_set is not None:
-            return files["test"]
-        return files["train"] + files["test"]
+    def _needed_splits(self) -> list[str]:
+        return ["test"] if self.train_from_test_set is not None else ["train", "test"]
+
+    def _split_files(self) -> dict[str, list[Path]]:
+        """The files read per needed official split (``.gz`` where only that form exists)."""
+        files = expected_files(self.dataset, self.data_dir, resolve=True)
+        return {split: files[split] for split in self._needed_splits()}
 
     def check_files(self) -> None:
-        """Fail early, before anything is written, when data files are missing.
+        """Fail early, before anything is written, when data files are missing or damaged.
 
-        Does nothing when ``download`` is set (the files are fetched in ``prepare_data``).
+        The CLI calls this before the trainer creates its logger and checkpoint folders. It
+        raises the same errors as :meth:`setup` would, from cheap checks: every MNIST-format
+        file is validated completely (header, size, image size, label range; a ``.gz`` file is
+        decompressed as a stream and not kept), CIFAR batches by their pickle framing (see the
+        module docstring). With ``download`` set, missing files are not an error (they are
+        fetched in :meth:`prepare_data`), but the files already present are checked. Does
+        nothing for ``digits``.
 
         Raises:
-            FileNotFoundError: naming the data folder, the expected files and ``download: true``.
+            FileNotFoundError: naming ``data_dir``, each missing file and how to get them.
+            ValueError: naming a damaged file.
         """
-        if not self.download:
-            self._ensure_files()
+        if self.dataset == "digits":
+            return
+        files = self._split_files() if self.download else self._ensure_files()
+        for paths in files.values():
+            if not all(p.is_file() for p in paths):
+                continue  # download=True: fetched in prepare_data, checked by setup
+            if self.info.gzip_ok:
+                _read_mnist_split(paths, self.info, load_images=False)
+            else:
+                for path in paths:
+                    _check_pickle_frame(path)
 
-    def _ensure_files(self) -> None:
-        """Check that the needed files exist, downloading them first if ``download``."""
-        needed = self._needed_files()
-        missing = [p for p in needed if not p.is_file()]
+    def _ensure_files(self) -> dict[str, list[Path]]:
+        """Check that the needed files exist, downloading them first if ``download``.
+
+        Returns:
+            The files to read per needed split, as from :meth:`_split_files`.
+        """
+        files = self._split_files()
+        missing = [p for paths in files.values() for p in paths if not p.is_file()]
         if missing and self.download:
             from torchvision import datasets as tvd
 
@@ -803,22 +1056,34 @@ class NoisyImageDataModule(pl.LightningDataModule):
                 raise RuntimeError(
                     f"downloading {self.dataset} into {str(self.data_dir)!r} failed: {err}"
                 ) from err
-            missing = [p for p in needed if not p.is_file()]
+            files = self._split_files()
+            missing = [p for paths in files.values() for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(_missing_message(self.dataset, self.data_dir, missing, needed))
+            test_only = "train" in files and all(p.is_file() for p in files["test"])
+            raise FileNotFoundError(
+                _missing_message(self.dataset, self.data_dir, missing, test_only)
+            )
+        return files
 
-    def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Read one official split as ``(uint8 images N x C x H x W, int64 labels N)``."""
+    def _load_split(
+        self, split: str, files: dict[str, list[Path]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read one official split as ``(uint8 N x C x H x W, int64 N)``.
+
+        Args:
+            split: ``"train"`` or ``"test"``.
+            files: The files per split, from :meth:`_ensure_files` (unused for ``digits``).
+        """
         if self.dataset == "digits":
-            return _load_digits_split(train)
-        files = expected_files(self.dataset, self.data_dir)["train" if train else "test"]
-        if self.dataset in ("mnist", "fashion_mnist"):
-            rel = self.info.train_files if train else self.info.test_files
-            return _read_mnist_split(self.data_dir, rel, self.info)
-        parts = [_read_cifar_batch(p, self.info.num_classes) for p in files]
-        images = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
-        return torch.from_numpy(images), torch.from_numpy(labels)
+            return _load_digits_split(split == "train")
+        if self.info.gzip_ok:
+            images, labels = _read_mnist_split(files[split], self.info)
+            assert images is not None  # load_images=True
+            return images, labels
+        parts = [_read_cifar_batch(p, self.info.num_classes) for p in files[split]]
+        images_np = np.concatenate([p[0] for p in parts])
+        labels_np = np.concatenate([p[1] for p in parts])
+        return torch.from_numpy(images_np), torch.from_numpy(labels_np)
 
     def prepare_data(self) -> None:
         """Download missing files if ``download`` is set (called on one process per node)."""
@@ -839,17 +1104,16 @@ class NoisyImageDataModule(pl.LightningDataModule):
         """
         if self._is_setup:
             return
-        if self.dataset != "digits":
-            self._ensure_files()
+        files = self._ensure_files() if self.dataset != "digits" else {}
 
         if self.train_from_test_set is None:
-            pool_x, pool_y = self._load_split(train=True)
-            test_x, test_y = self._load_split(train=False)
+            pool_x, pool_y = self._load_split("train", files)
+            test_x, test_y = self._load_split("test", files)
             pool_src = np.arange(pool_y.shape[0])
             test_src = np.arange(test_y.shape[0])
             source_split = "train"
         else:
-            all_x, all_y = self._load_split(train=False)
+            all_x, all_y = self._load_split("test", files)
             n_all, k = int(all_y.shape[0]), self.train_from_test_set
             if k >= n_all:
                 raise ValueError(
@@ -1022,3 +1286,32 @@ class NoisyImageDataModule(pl.LightningDataModule):
         """
         self._require_setup()
         return self._eval_loader(self.train_eval_dataset)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Loader of the split chosen by ``predict_split``, for ``trainer.predict``.
+
+        Items are ``(x, y, index)`` as in the other loaders, ``index`` being the position in
+        that split: ``"test"`` has the clean test labels, ``"val"`` the validation labels
+        (noisy if ``noisy_validation``), ``"train"`` the noisy training labels with the images
+        unaugmented and in order (the loader of :meth:`train_eval_dataloader`; with
+        ``exclude_train_indices`` the ``index`` is the position in the reduced training set).
+        Unshuffled, eval batch size. Under DDP Lightning shards it as it shards the eval loaders
+        (its predict sampler splits the indices among the ranks without padding).
+
+        Raises:
+            ValueError: If ``predict_split="val"`` and the validation set is empty.
+        """
+        self._require_setup()
+        dataset = {
+            "train": self.train_eval_dataset,
+            "val": self.val_dataset,
+            "test": self.test_dataset,
+        }[self.predict_split]
+        if len(dataset) == 0:
+            hint = (
+                f" (val_size={self.val_size!r} gives no images)"
+                if self.predict_split == "val"
+                else ""
+            )
+            raise ValueError(f"predict_split={self.predict_split!r} selects an empty split{hint}")
+        return self._eval_loader(dataset)

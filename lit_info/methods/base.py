@@ -7,7 +7,7 @@ the non-finite-loss guard live here so every method logs the same keys: ``train/
 
 from __future__ import annotations
 
-from pathlib import Path
+import abc
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -48,49 +48,24 @@ def check_finite_loss(loss: Tensor, module: pl.LightningModule, batch_idx: int) 
     )
 
 
-def load_state_dict_from_checkpoint(path: str | Path, prefix: str = "net.") -> dict[str, Tensor]:
-    """Read the parameters of a sub-network from a Lightning checkpoint.
+class ImageClassificationModule(pl.LightningModule, abc.ABC):
+    """Image classifier on noisy labels; the base of the classifier baselines and LIMIT.
 
     Args:
-        path: a ``.ckpt`` file written by Lightning for a lit_info module.
-        prefix: the attribute prefix of the sub-network inside the module's ``state_dict``
-            (``"net."`` for the classifier of both the classifier and LIMIT modules).
-
-    Returns:
-        The sub-network's state dict with the prefix removed.
-
-    Raises:
-        FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file holds no parameters under ``prefix``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt)
-    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sub:
-        raise ValueError(
-            f"checkpoint {path} has no parameters under '{prefix}' (keys start with: "
-            f"{sorted({k.split('.')[0] for k in state})})"
-        )
-    return sub
-
-
-class ImageClassificationModule(pl.LightningModule):
-    """Base LightningModule for classification on ``(x, y, index)`` batches.
-
-    Args:
-        num_classes: number of classes (linked from the datamodule by the CLI).
-        input_shape: ``(channels, height, width)`` of one input (linked from the datamodule).
-        net: name of the network in :func:`lit_info.nets.build_net`.
-        net_kwargs: extra keyword arguments for the network.
-        optimizer: ``"adam"`` or ``"sgd"``.
+        num_classes: number of classes; filled in from the data, leave unset.
+        input_shape: size of one input image as [channels, height, width]; filled in from the
+            data, leave unset.
+        net: network architecture: mnist_cnn, mlp, resnet18, resnet34 or resnet18_imagenet
+            ("python -m lit_info list" describes each and its net_kwargs).
+        net_kwargs: extra settings of the network, e.g. {hidden: [512, 512]} for mlp (see
+            "python -m lit_info list").
+        optimizer: adam or sgd.
         lr: learning rate.
-        weight_decay: L2 weight decay passed to the optimizer.
-        momentum: SGD momentum (ignored by Adam).
-        lr_milestones: epochs at which the learning rate is multiplied by ``lr_gamma``.
-        lr_gamma: multiplicative decay at each milestone.
+        weight_decay: L2 weight decay (0 = none).
+        momentum: SGD momentum; not used with adam.
+        lr_milestones: epochs at which the learning rate is multiplied by lr_gamma, e.g.
+            [40, 80]; unset = constant learning rate.
+        lr_gamma: factor applied to the learning rate at each of lr_milestones.
     """
 
     def __init__(
@@ -130,6 +105,10 @@ class ImageClassificationModule(pl.LightningModule):
         """Build one network of the configured architecture."""
         return build_net(name, self.num_classes, self.input_shape, **(net_kwargs or {}))
 
+    @abc.abstractmethod
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """The method's training loss of one batch (each method defines it)."""
+
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of the classifier."""
         return self.net(x)
@@ -153,9 +132,10 @@ class ImageClassificationModule(pl.LightningModule):
         return self._eval_step(batch, "test", self.test_acc)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Softmax probabilities with the sample indices, for per-sample analysis."""
-        x, _, index = batch
-        return {"index": index, "probs": torch.softmax(self(x), dim=1)}
+        """Per sample: dataset index, given label, predicted class and softmax probabilities."""
+        x, y, index = batch
+        probs = torch.softmax(self(x), dim=1)
+        return {"index": index, "label": y, "predicted": probs.argmax(dim=1), "probs": probs}
 
     def log_train_metrics(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
         """Log the training loss and accuracy against the given (possibly noisy) labels."""

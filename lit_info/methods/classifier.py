@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lit_info.checkpoints import load_state_dict_from_checkpoint
 from lit_info.losses import (
     LOSS_NAMES,
     add_logit_gradient_noise,
@@ -31,33 +32,48 @@ from lit_info.methods.base import (
     Batch,
     ImageClassificationModule,
     check_finite_loss,
-    load_state_dict_from_checkpoint,
 )
 
 
 class Classifier(ImageClassificationModule):
-    """Image classifier trained with a (possibly noise-robust) loss on noisy labels.
+    """Image classifier trained on noisy labels with cross-entropy or a noise-robust loss.
 
     Args:
-        num_classes: number of classes (linked from the datamodule by the CLI).
-        input_shape: ``(channels, height, width)`` (linked from the datamodule by the CLI).
-        net: network name (see :func:`lit_info.nets.build_net`).
-        net_kwargs: extra network arguments.
-        loss: one of ``ce, mae, mse, gce, fw, dmi``.
-        gce_q: the ``q`` of the GCE loss, in (0, 1].
-        transition_matrix: a ``k x k`` row-stochastic matrix ``T[i, j] = P(noisy j | clean i)``
-            for ``loss="fw"``.
-        transition_from: a checkpoint of a CE classifier trained on the same noisy data; the
-            transition matrix is estimated from its softmax outputs on the training set
-            (Patrini et al.'s anchor-point estimator) when fitting starts.
-        transition_quantile: the anchor-point quantile of that estimator (0.97 in the paper).
-        init_from: a checkpoint whose classifier weights initialize this network (e.g. DMI
-            fine-tuning from CE).
-        grad_noise: add ``"gaussian"`` or ``"laplace"`` noise to the gradient at the logits.
-        grad_noise_scale: standard deviation of that noise (see
-            :func:`lit_info.losses.add_logit_gradient_noise`).
-        optimizer, lr, weight_decay, momentum, lr_milestones, lr_gamma: see
-            :class:`~lit_info.methods.base.ImageClassificationModule`.
+        num_classes: number of classes; filled in from the data, leave unset.
+        input_shape: size of one input image as [channels, height, width]; filled in from the
+            data, leave unset.
+        net: network architecture: mnist_cnn, mlp, resnet18, resnet34 or resnet18_imagenet
+            ("python -m lit_info list" describes each and its net_kwargs).
+        net_kwargs: extra settings of the network, e.g. {hidden: [512, 512]} for mlp (see
+            "python -m lit_info list").
+        loss: training loss, one of ce (cross-entropy), mae (mean absolute error), mse (mean
+            squared error), gce (generalized cross-entropy), fw (forward correction; needs
+            transition_matrix or transition_from), dmi (determinant-based mutual information;
+            usually started from a ce model with init_from).
+        gce_q: the q of the gce loss, in (0, 1]: near 0 it behaves like ce, 1 like mae.
+        transition_matrix: for loss fw: the k x k noise matrix, row i giving the probabilities
+            that a sample of true class i carries each given label (rows sum to 1); unset =
+            estimate it with transition_from.
+        transition_from: for loss fw: checkpoint (.ckpt path; a * in the path picks the newest
+            match) of a ce classifier with the same net trained on the same noisy data; the
+            transition matrix is estimated from its predictions when training starts.
+        transition_quantile: quantile, in [0, 1], of the predicted probabilities used to pick
+            each class's reference sample when estimating the transition matrix (0.97 as in
+            Patrini et al.; 1 = the most confident sample).
+        init_from: checkpoint (.ckpt path; a * in the path picks the newest match) of a
+            classifier with the same net whose weights start this network, e.g. a ce run before
+            dmi; unset = random initialization.
+        grad_noise: add gaussian or laplace noise to the training gradient at the logits; unset
+            = no noise.
+        grad_noise_scale: standard deviation of that noise, relative to the per-sample
+            gradient, whose entries lie in [-1, 1]; 0 = no noise.
+        optimizer: adam or sgd.
+        lr: learning rate.
+        weight_decay: L2 weight decay (0 = none).
+        momentum: SGD momentum; not used with adam.
+        lr_milestones: epochs at which the learning rate is multiplied by lr_gamma, e.g.
+            [40, 80]; unset = constant learning rate.
+        lr_gamma: factor applied to the learning rate at each of lr_milestones.
     """
 
     def __init__(

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lit_info.checkpoints import load_state_dict_from_checkpoint
 from lit_info.methods.base import (
     Batch,
     ImageClassificationModule,
     check_finite_loss,
-    load_state_dict_from_checkpoint,
 )
 
 
@@ -68,23 +68,38 @@ def true_gradient(classifier_logits: Tensor, targets: Tensor) -> Tensor:
 
 
 class LIMIT(ImageClassificationModule):
-    """LIMIT_G / LIMIT_L training with a gradient-predicting auxiliary network.
+    """LIMIT: a classifier that never sees the labels, trained on predicted gradients.
 
     Args:
-        num_classes: number of classes (linked from the datamodule by the CLI).
-        input_shape: ``(channels, height, width)`` (linked from the datamodule by the CLI).
-        net: architecture of both the classifier and ``q`` (see :func:`lit_info.nets.build_net`).
-        net_kwargs: extra network arguments.
-        q_dist: ``"gaussian"`` (LIMIT_G, squared error) or ``"laplace"`` (LIMIT_L, absolute error).
-        beta: weight of the ``mean ||g_hat||^2`` penalty (the authors' ``grad_weight_decay``).
-        sample_gradient: inject a sample around ``g_hat`` instead of ``g_hat`` itself.
-        lamb: the precision-like parameter of that sampling (Gaussian std ``sqrt(1/(2 lamb))``,
-            Laplace scale ``1/lamb``); ignored unless ``sample_gradient``.
-        q_init_from: checkpoint of a trained CE classifier whose weights initialize ``q``
-            ("LIMIT+init").
-        warm_up_epochs: epochs during which only ``q`` is trained.
-        optimizer, lr, weight_decay, momentum, lr_milestones, lr_gamma: see
-            :class:`~lit_info.methods.base.ImageClassificationModule`.
+        num_classes: number of classes; filled in from the data, leave unset.
+        input_shape: size of one input image as [channels, height, width]; filled in from the
+            data, leave unset.
+        net: architecture of both the classifier and the gradient predictor: mnist_cnn, mlp,
+            resnet18, resnet34 or resnet18_imagenet ("python -m lit_info list" describes each
+            and its net_kwargs).
+        net_kwargs: extra settings of the network, e.g. {hidden: [512, 512]} for mlp (see
+            "python -m lit_info list").
+        q_dist: how the gradient predictor is fitted to the true gradients: gaussian (LIMIT_G,
+            squared error) or laplace (LIMIT_L, absolute error).
+        beta: weight of the penalty on the squared norm of the predicted gradients, which
+            limits the label information the weights can take in; 0 = no penalty.
+        sample_gradient: train the classifier on a random sample around the predicted
+            gradient instead of the prediction itself.
+        lamb: precision of that sampling, > 0; larger = less noise (gaussian: standard
+            deviation sqrt(1 / (2 lamb)), laplace: scale 1 / lamb). Used only with
+            sample_gradient.
+        q_init_from: checkpoint (.ckpt path; a * in the path picks the newest match) of a ce
+            classifier with the same net whose weights start the gradient predictor
+            ("LIMIT+init"); unset = random initialization.
+        warm_up_epochs: number of first epochs in which only the gradient predictor is trained,
+            not the classifier; 0 = none.
+        optimizer: adam or sgd.
+        lr: learning rate.
+        weight_decay: L2 weight decay (0 = none).
+        momentum: SGD momentum; not used with adam.
+        lr_milestones: epochs at which the learning rate is multiplied by lr_gamma, e.g.
+            [40, 80]; unset = constant learning rate.
+        lr_gamma: factor applied to the learning rate at each of lr_milestones.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from lit_info.nets.resnet_imagenet import ResNet18ImageNet
 __all__ = [
     "MLP",
     "MNISTCNN",
+    "NET_DESCRIPTIONS",
     "NET_NAMES",
     "BasicBlock",
     "ResNet18ImageNet",
@@ -60,6 +61,18 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 #: Names accepted by :func:`build_net`.
 NET_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+#: One line per network, for ``python -m lit_info list``.
+NET_DESCRIPTIONS: dict[str, str] = {
+    "mnist_cnn": "the 4-layer CNN of the LIMIT paper for MNIST (net_kwargs: conv_padding)",
+    "mlp": "fully connected net (net_kwargs: hidden, activation, batch_norm, dropout)",
+    "resnet18": "CIFAR ResNet-18 (3x3 stem, no max-pool)",
+    "resnet34": "CIFAR ResNet-34, the LIMIT paper's CIFAR network",
+    "resnet18_imagenet": (
+        "torchvision's ImageNet ResNet-18, weights from a local file (net_kwargs: "
+        "pretrained_path, freeze_backbone, freeze_batchnorm, input_size)"
+    ),
+}
 
 
 def build_net(

@@ -14,7 +14,7 @@ Nothing is ever downloaded. Pretrained weights come from a local file (``pretrai
 * a torchvision state dict, as written by ``torch.save(resnet18().state_dict(), path)``; this is
   the format of torchvision's ImageNet weights file ``resnet18-f37072fd.pth``;
 * a Lightning checkpoint of a lit_info module whose ``net`` is this network (its ``net.``
-  parameters are read with :func:`lit_info.methods.base.load_state_dict_from_checkpoint`).
+  parameters are read with :func:`lit_info.checkpoints.load_state_dict_from_checkpoint`).
 
 Every tensor of the file must match a tensor of the network by name and shape, and every tensor
 of the network must be in the file, except the head ``fc.*``: it is skipped when its shape
@@ -24,7 +24,6 @@ its random initialization.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
+
+from lit_info.checkpoints import load_state_dict_from_checkpoint, read_checkpoint
 
 __all__ = ["ResNet18ImageNet", "load_resnet_state_dict"]
 
@@ -52,12 +53,10 @@ def _list_keys(keys: list[str]) -> str:
 def load_resnet_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a torchvision ResNet state dict or the ``net.`` weights of a Lightning checkpoint.
 
-    The file is first read with ``torch.load(..., weights_only=True)`` (enough for a plain state
-    dict such as ``resnet18-f37072fd.pth``). A Lightning checkpoint (a dict with a
-    ``state_dict`` entry, or a file that needs full unpickling) is read with
-    :func:`lit_info.methods.base.load_state_dict_from_checkpoint`, which keeps the parameters
-    under ``net.`` with the prefix removed; that reader unpickles fully, so only give files you
-    trust (as for any checkpoint).
+    Both are read with :func:`lit_info.checkpoints.read_checkpoint` (``weights_only=True``:
+    tensors and plain containers only, nothing in the file is executed); of a Lightning
+    checkpoint (a dict with a ``state_dict`` entry) the parameters under ``net.`` are kept, with
+    the prefix removed.
 
     Args:
         path: Local file with the weights.
@@ -75,32 +74,9 @@ def load_resnet_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"pretrained_path not found: {str(path)!r} (nothing is downloaded: copy the weights "
             "file, e.g. torchvision's resnet18-f37072fd.pth, onto this machine first)"
         )
-    is_checkpoint = False
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refused a global: a full Lightning checkpoint (hyper-parameters, ...)
-        # or not a torch file at all; the checkpoint reader below tells them apart.
-        is_checkpoint = True
-    except Exception as err:  # noqa: BLE001 - torch.load raises many types on foreign files
-        raise ValueError(
-            f"cannot read pretrained_path {str(path)!r} with torch.load: {err}; expected a "
-            "torchvision ResNet state dict (e.g. resnet18-f37072fd.pth) or a Lightning checkpoint"
-        ) from err
-    else:
-        is_checkpoint = isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
-    if is_checkpoint:
-        from lit_info.methods.base import load_state_dict_from_checkpoint  # avoids an import cycle
-
-        try:
-            return load_state_dict_from_checkpoint(path)
-        except (FileNotFoundError, ValueError):
-            raise
-        except Exception as err:  # noqa: BLE001 - unpickling errors of all kinds
-            raise ValueError(
-                f"cannot read pretrained_path {str(path)!r}: {err}; expected a torchvision "
-                "ResNet state dict (e.g. resnet18-f37072fd.pth) or a Lightning checkpoint"
-            ) from err
+    obj = read_checkpoint(path, what="pretrained_path")
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        return load_state_dict_from_checkpoint(path)
     if (
         not isinstance(obj, Mapping)
         or not obj

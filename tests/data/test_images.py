@@ -2,6 +2,7 @@ import gzip
 import math
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,12 +12,17 @@ import numpy as np
 import pytest
 import torch
 from make_cifar_fixture import make_cifar_folder
-from make_mnist_fixture import make_mnist_folder, read_idx
+from make_mnist_fixture import make_mnist_folder, make_random_mnist_folder, read_idx, write_idx
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_info.data.images import DATASET_INFO, IndexedTensorDataset, NoisyImageDataModule
+from lit_info.data.images import (
+    DATASET_INFO,
+    IndexedTensorDataset,
+    NoisyImageDataModule,
+    expected_files,
+)
 from lit_info.data.label_noise import CIFAR10_PAIR_MAP
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -30,13 +36,8 @@ def _binomial_ok(count: int, n: int, p: float, z: float = 5.0) -> bool:
 
 
 @pytest.fixture(scope="session")
-def mnist_raw() -> Path:
-    root = Path(
-        os.environ.get(
-            "LIT_INFO_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-        )
-    )
-    raw = root / "MNIST" / "raw"
+def mnist_raw(datasets_dir) -> Path:
+    raw = datasets_dir / "MNIST" / "raw"
     if not (raw / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST test set not found at {raw} (set LIT_INFO_DATASETS)")
     return raw
@@ -165,12 +166,46 @@ def test_mnist_missing_train_files_message(mnist_test_only_root):
     assert not dm._is_setup and not hasattr(dm, "train_dataset")
 
 
-def test_mnist_gz_only_folder_hints_decompression(mnist_raw):
-    # the shared folder itself: only .gz files, no train images
-    shared = str(mnist_raw.parent.parent)
-    dm = NoisyImageDataModule("mnist", data_dir=shared, train_from_test_set=2000)
-    with pytest.raises(FileNotFoundError, match=r"(?s)t10k-images-idx3-ubyte.*gunzip"):
-        dm.setup()
+def test_mnist_reads_shared_gz_test_set_directly(mnist_raw, mnist_ref):
+    # the shared folder itself: only the .gz test files (and train labels), nothing decompressed
+    shared = mnist_raw.parent.parent
+    ref_x, ref_y = mnist_ref
+    before = sorted(p.name for p in mnist_raw.iterdir())
+    dm = NoisyImageDataModule("mnist", data_dir=str(shared), train_from_test_set=2000, val_size=0)
+    dm.check_files()
+    dm.setup()
+    assert (len(dm.train_dataset), len(dm.test_dataset)) == (8000, 2000)
+    np.testing.assert_array_equal(np.bincount(ref_y), MNIST_TEST_COUNTS)
+    for ds, src in (
+        (dm.train_dataset, dm.train_source_indices),
+        (dm.test_dataset, dm.test_source_indices),
+    ):
+        np.testing.assert_array_equal(ds.images[:, 0].numpy(), ref_x[src.numpy()])
+    np.testing.assert_array_equal(dm.train_clean_labels.numpy(), ref_y[dm.train_source_indices])
+    np.testing.assert_array_equal(dm.test_dataset.labels.numpy(), ref_y[dm.test_source_indices])
+    assert sorted(p.name for p in mnist_raw.iterdir()) == before  # nothing written
+    # the full two-split layout needs train images, which the shared copy lacks
+    full = NoisyImageDataModule("mnist", data_dir=str(shared))
+    with pytest.raises(FileNotFoundError) as err:
+        full.check_files()
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and "--data.train_from_test_set" in msg
+    assert "train-labels" not in msg and "t10k" not in msg  # those are present (as .gz)
+
+
+def test_mnist_gz_and_plain_folders_read_the_same(mnist_raw, mnist_ref, tmp_path):
+    plain = make_mnist_folder(mnist_raw, tmp_path / "plain", n_train=300)
+    packed = make_mnist_folder(mnist_raw, tmp_path / "gz", n_train=300, compress=True)
+    assert not list((packed / "MNIST" / "raw").glob("*-ubyte"))
+    kw = dict(noise_type="uniform", noise_level=0.3, val_size=50)
+    a = NoisyImageDataModule("mnist", data_dir=str(plain), **kw)
+    b = NoisyImageDataModule("mnist", data_dir=str(packed), **kw)
+    a.setup()
+    b.setup()
+    for name in ("train_dataset", "val_dataset", "test_dataset"):
+        assert torch.equal(getattr(a, name).images, getattr(b, name).images)
+        assert torch.equal(getattr(a, name).labels, getattr(b, name).labels)
+    np.testing.assert_array_equal(b.test_dataset.images[:, 0].numpy(), mnist_ref[0])
 
 
 def _small_mnist_folder(mnist_raw, tmp_path) -> Path:
@@ -358,9 +393,22 @@ def test_missing_folder_message(tmp_path, dataset, files):
     with pytest.raises(FileNotFoundError) as err:
         dm.setup()
     msg = str(err.value)
-    assert dataset in msg and str(data_dir) in msg and "download: true" in msg
+    assert dataset in msg and str(data_dir) in msg and "no such folder" in msg
+    for hint in ("--data.data_dir", "LIT_INFO_DATA", "--data.download true", "download: true"):
+        assert hint in msg
+    # one line; the folder once, each missing file once
+    assert "\n" not in msg and len(msg) < 500 + 2 * len(str(data_dir))
+    folder = data_dir / Path(files[0]).parent
+    assert msg.count(str(folder)) == 1
+    listed = msg.split(". Set --data.data_dir")[0].replace(str(folder), "")
+    needed = [p.name for ps in expected_files(dataset, data_dir).values() for p in ps]
+    for name in needed:
+        assert len(re.findall(rf"\b{re.escape(name)}\b", listed)) == 1, name
     for f in files:
-        assert str(data_dir / f) in msg
+        assert Path(f).name in msg
+    with pytest.raises(FileNotFoundError) as err2:
+        dm.check_files()
+    assert str(err2.value) == msg
     assert not data_dir.exists()  # nothing was written
 
 
@@ -611,6 +659,8 @@ def test_indexed_tensor_dataset():
         ({"train_subset": -5}, "train_subset"),
         ({"split_seed": -1}, "split_seed"),
         ({"augment": "yes"}, "augment"),
+        ({"predict_split": "validation"}, r"predict_split must be one of .*'validation'"),
+        ({"predict_split": "val", "val_size": 0}, "predict_split='val' needs a validation set"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
@@ -653,8 +703,16 @@ def test_class_subset_relabels_in_the_given_order():
 
 
 def test_class_subset_errors_are_named():
-    with pytest.raises(ValueError, match="classes"):
+    with pytest.raises(ValueError, match="classes must list at least 2 classes"):
         NoisyImageDataModule(dataset="mnist", classes=[4])
+    with pytest.raises(ValueError, match=r"classes lists 4 twice \(\[4, 4, 9\]\)"):
+        NoisyImageDataModule(dataset="mnist", classes=[4, 4, 9])
+    with pytest.raises(ValueError, match="classes lists 4 twice"):
+        NoisyImageDataModule(dataset="mnist", classes=[4, 4])
+    with pytest.raises(ValueError, match="classes lists 4 3 times and 9 twice"):
+        NoisyImageDataModule(dataset="mnist", classes=[4, 9, 4, 9, 4])
+    with pytest.raises(ValueError, match="classes must be integers"):
+        NoisyImageDataModule(dataset="mnist", classes=[4, 9.5])
     with pytest.raises(ValueError, match=r"classes must lie in \[0, 10\)"):
         NoisyImageDataModule(dataset="mnist", classes=[4, 10])
     with pytest.raises(ValueError, match="pair"):
@@ -667,3 +725,234 @@ def test_class_subset_on_cifar_files(tmp_path):
     dm.setup()
     assert dm.num_classes == 2
     assert set(torch.unique(dm.train_clean_labels).tolist()) <= {0, 1}
+
+
+# ------------------------------------------------------------------ .gz files, check_files
+# (random pixels: these run without the shared data)
+
+
+def _raw(root: Path) -> Path:
+    return root / "MNIST" / "raw"
+
+
+def test_expected_files_accepts_either_form(tmp_path):
+    root = make_random_mnist_folder(tmp_path, n_train=10, n_test=10, compress=True)
+    raw = _raw(root)
+    plain = expected_files("mnist", root)
+    assert plain["test"] == [raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte"]
+    resolved = expected_files("mnist", root, resolve=True)
+    assert resolved["test"] == [p.with_name(p.name + ".gz") for p in plain["test"]]
+    # the uncompressed file wins where both exist
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    resolved = expected_files("mnist", root, resolve=True)
+    assert resolved["test"] == [raw / "t10k-images-idx3-ubyte.gz", raw / "t10k-labels-idx1-ubyte"]
+    # CIFAR batches have no .gz form
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch.gz").write_bytes(b"")
+    cifar = expected_files("cifar10", tmp_path, resolve=True)["test"]
+    assert cifar == [tmp_path / "cifar-10-batches-py" / "test_batch"]
+
+
+def test_mnist_prefers_the_uncompressed_file(tmp_path):
+    root = make_random_mnist_folder(tmp_path, n_train=30, n_test=10, compress=True, seed=1)
+    raw = _raw(root)
+    gz_dm = NoisyImageDataModule("mnist", data_dir=str(root), val_size=0)
+    gz_dm.setup()
+    # a different, valid uncompressed training set next to the .gz files is what is read
+    images = np.full((30, 28, 28), 7, np.uint8)
+    write_idx(raw / "train-images-idx3-ubyte", images)
+    write_idx(raw / "train-labels-idx1-ubyte", np.arange(30, dtype=np.uint8) % 10)
+    dm = NoisyImageDataModule("mnist", data_dir=str(root), val_size=0)
+    dm.setup()
+    assert (dm.train_dataset.images == 7).all()
+    np.testing.assert_array_equal(dm.train_clean_labels.numpy(), np.arange(30) % 10)
+    assert torch.equal(dm.test_dataset.images, gz_dm.test_dataset.images)  # still the .gz
+    # ... and a damaged uncompressed file is reported, not silently replaced by the .gz
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError) as err:
+        NoisyImageDataModule("mnist", data_dir=str(root)).check_files()
+    assert str(raw / "train-images-idx3-ubyte") + ":" in str(err.value)
+
+
+def _truncate(path: Path, keep: int = 600) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _cut_pickle(path: Path) -> None:
+    data = path.read_bytes()
+    cut = 5000
+    while data[cut - 1] == ord("."):  # keep the test independent of the random bytes
+        cut -= 1
+    path.write_bytes(data[:cut])
+
+
+def _gzip_garbage(path: Path) -> None:
+    path.write_bytes(gzip.compress(os.urandom(500)))
+
+
+def _gunzipped_but_named_gz(path: Path) -> None:
+    path.write_bytes(gzip.decompress(path.read_bytes()))
+
+
+def _crc_error(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the stored CRC32
+    path.write_bytes(bytes(data))
+
+
+def _label_10(path: Path) -> None:
+    labels = read_idx(path).copy()
+    labels[3] = 10
+    write_idx(path, labels)
+
+
+# (dataset, compressed, file to damage, damage, expected words in the message)
+DAMAGE = [
+    ("mnist", False, "train-images-idx3-ubyte", _truncate, "header announces dims"),
+    ("mnist", False, "t10k-labels-idx1-ubyte", lambda p: p.write_bytes(os.urandom(300)), "magic"),
+    ("mnist", False, "train-labels-idx1-ubyte", _label_10, "label 10 >= 10 classes"),
+    ("mnist", True, "train-images-idx3-ubyte.gz", _truncate, "EOFError"),
+    ("mnist", True, "t10k-images-idx3-ubyte.gz", _crc_error, "CRC check failed"),
+    ("mnist", True, "train-labels-idx1-ubyte.gz", _gzip_garbage, "magic"),
+    ("mnist", True, "t10k-labels-idx1-ubyte.gz", _gunzipped_but_named_gz, "rename it"),
+    (
+        "mnist",
+        True,
+        "train-images-idx3-ubyte.gz",
+        lambda p: p.write_bytes(b"not gzip at all"),
+        "gzip magic bytes",
+    ),
+    ("mnist", True, "t10k-labels-idx1-ubyte.gz", _label_10, "label 10 >= 10 classes"),
+    ("fashion_mnist", True, "t10k-images-idx3-ubyte.gz", _truncate, "EOFError"),
+    ("cifar10", False, "data_batch_2", _cut_pickle, "cut short"),
+    ("cifar10", False, "test_batch", lambda p: p.write_bytes(b"plain text"), "not a pickle"),
+    ("cifar10", False, "test_batch", lambda p: p.write_bytes(b"\xff\x00."), "no pickle opcode"),
+    ("cifar10", False, "data_batch_1", lambda p: p.write_bytes(b"\x80\x09}."), "protocol"),
+    ("cifar10", False, "data_batch_4", lambda p: p.write_bytes(b""), "empty"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "compress", "name", "damage", "words"), DAMAGE)
+def test_check_files_finds_damaged_files_before_setup(
+    tmp_path, dataset, compress, name, damage, words
+):
+    if dataset == "cifar10":
+        root = make_cifar_folder(tmp_path, "cifar10", n_per_batch=20)
+        folder = root / "cifar-10-batches-py"
+    else:
+        folder_name = DATASET_INFO[dataset].folder
+        root = make_random_mnist_folder(tmp_path, folder=folder_name, compress=compress)
+        folder = root / folder_name / "raw"
+    NoisyImageDataModule(dataset, data_dir=str(root)).check_files()  # intact: passes
+    path = folder / name
+    damage(path)
+    listing = sorted(tmp_path.rglob("*"))
+    dm = NoisyImageDataModule(dataset, data_dir=str(root))
+    with pytest.raises(ValueError) as err:
+        dm.check_files()
+    msg = str(err.value)
+    assert f"corrupt or truncated data file {path}: " in msg and words in msg
+    assert "download: true" in msg
+    assert not dm._is_setup and sorted(tmp_path.rglob("*")) == listing  # nothing written
+    # setup alone (no check_files) raises the very same error; so does download=True
+    with pytest.raises(ValueError) as err_setup:
+        NoisyImageDataModule(dataset, data_dir=str(root)).setup()
+    assert str(err_setup.value) == msg
+    with pytest.raises(ValueError) as err_dl:
+        NoisyImageDataModule(dataset, data_dir=str(root), download=True).check_files()
+    assert str(err_dl.value) == msg
+
+
+def test_check_files_reads_only_the_splits_in_use(tmp_path):
+    root = make_random_mnist_folder(tmp_path, n_train=30, compress=True)
+    _truncate(_raw(root) / "train-images-idx3-ubyte.gz")
+    NoisyImageDataModule("mnist", data_dir=str(root), train_from_test_set=5).check_files()
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz"):
+        NoisyImageDataModule("mnist", data_dir=str(root)).check_files()
+
+
+def test_check_files_with_download_skips_missing_files(tmp_path):
+    # nothing there: with download the files would be fetched in prepare_data, so no error
+    dm = NoisyImageDataModule("mnist", data_dir=str(tmp_path / "empty"), download=True)
+    dm.check_files()
+    assert not (tmp_path / "empty").exists()
+    NoisyImageDataModule("digits", data_dir=str(tmp_path / "empty")).check_files()
+
+
+def test_mnist_gzipped_file_without_gz_name_is_named(tmp_path):
+    root = make_random_mnist_folder(tmp_path, n_train=0, n_test=10)
+    path = _raw(root) / "t10k-images-idx3-ubyte"
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(ValueError, match="name it t10k-images-idx3-ubyte.gz") as err:
+        NoisyImageDataModule("mnist", data_dir=str(root), train_from_test_set=5).check_files()
+    assert str(path) in str(err.value)
+
+
+def test_mnist_wrong_image_size_is_named(tmp_path):
+    root = make_random_mnist_folder(tmp_path, n_train=0, n_test=10, compress=True)
+    path = write_idx(_raw(root) / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match=r"items are \(32, 32\), expected \(28, 28\)") as err:
+        NoisyImageDataModule("mnist", data_dir=str(root), train_from_test_set=5).setup()
+    assert str(path) in str(err.value)
+
+
+# ------------------------------------------------------------------ predict
+
+
+class _PredictRecorder(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def predict_step(self, batch, batch_idx):
+        x, y, idx = batch
+        return {"x": x, "y": y, "index": idx}
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_predict_dataloader_serves_the_chosen_split(split):
+    dm = NoisyImageDataModule(
+        "digits",
+        noise_type="uniform",
+        noise_level=0.4,
+        val_size=200,
+        augment=True,
+        batch_size=16,
+        eval_batch_size=128,
+        predict_split=split,
+    )
+    assert dm.hparams.predict_split == split
+    loader = dm.predict_dataloader()  # sets up on demand
+    expected = {"train": dm.train_eval_dataset, "val": dm.val_dataset, "test": dm.test_dataset}
+    dataset = expected[split]
+    assert loader.dataset is dataset and loader.batch_size == 128
+    assert not isinstance(loader.sampler, DistributedSampler)  # Lightning shards it under DDP
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    out = trainer.predict(_PredictRecorder(), datamodule=dm)
+    xs, ys, idx = (torch.cat([o[k] for o in out]) for k in ("x", "y", "index"))
+    n = len(dataset)
+    np.testing.assert_array_equal(idx.numpy(), np.arange(n))  # each item once, in order
+    torch.testing.assert_close(ys, dataset.labels)
+    if split == "train":
+        torch.testing.assert_close(ys, dm.train_noisy_labels)
+        assert dm.train_is_corrupted.any()  # noisy labels, not the clean ones
+    elif split == "val":
+        torch.testing.assert_close(ys, dm.val_noisy_labels)  # noisy_validation=True
+    else:
+        np.testing.assert_array_equal(ys.numpy(), load_digits().target[_digits_split()[2]])
+    # eval view: unaugmented, identical on every pass
+    reference = (dataset.images.float() / 16 - 0.3053) / 0.3760
+    torch.testing.assert_close(xs, reference)
+
+
+def test_predict_on_an_empty_validation_split_is_refused():
+    dm = NoisyImageDataModule("digits", val_size=0.0001, predict_split="val")
+    with pytest.raises(ValueError, match="predict_split='val' selects an empty split"):
+        dm.predict_dataloader()

@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_info.checkpoints import load_state_dict_from_checkpoint
 from lit_info.data import NoisyImageDataModule
 from lit_info.losses import estimate_transition_matrix
 from lit_info.methods import Classifier
-from lit_info.methods.base import load_state_dict_from_checkpoint
 
 KW = dict(num_classes=10, input_shape=(1, 8, 8), net="mlp", net_kwargs={"hidden": [32]})
 
