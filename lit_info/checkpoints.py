@@ -59,7 +59,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: damaged, not a checkpoint, or unsafe to load."""
 
 
-_UNSAFE = re.compile(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+)")
+_UNSAFE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def read_checkpoint(path: str | Path, trusted: bool = False, what: str = "checkpoint") -> dict:
@@ -86,9 +86,9 @@ def read_checkpoint(path: str | Path, trusted: bool = False, what: str = "checkp
         obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text and "Unsupported" in text:
-            match = _UNSAFE.search(text)
-            name = match.group(1) if match else "an object outside the allow-list"
+        match = _UNSAFE.search(text)
+        if match:
+            name = match.group(1)
             raise CheckpointError(
                 f"{what} {path} holds {name}, which lit_info does not load from files by default "
                 "(unpickling it could run code from the file); if you trust the file, load it "

@@ -185,3 +185,90 @@ def test_missing_data_ends_with_a_message_and_writes_nothing(tmp_path):
     assert "lit_info: error:" in out.stderr
     assert "t10k-images-idx3-ubyte" in out.stderr and "download: true" in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _run_cli(tmp_path, *args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "lit_info", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model.init_args.betta", "3"], "model.betta: no such argument of"),
+        (["--data.noise_level", "abc"], "data.noise_level: expected float, got 'abc'"),
+        (["--model.loss", "foo"], "model.loss: expected one of 'ce'"),
+        (["--config", "missing.yaml"], "does not exist"),
+    ],
+    ids=["unknown-key", "bad-float", "bad-choice", "missing-config"],
+)
+def test_parse_errors_are_one_line_and_a_hint(tmp_path, args, expected):
+    out = _run_cli(tmp_path, "fit", "--config", str(DEMO_CE), *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("python -m lit_info: error: ") and expected in lines[0], lines
+    assert len(lines) <= 2 and "usage:" not in out.stderr and "--help" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lightning_configuration_errors_and_damaged_checkpoints_are_one_line(tmp_path):
+    out = _run_cli(tmp_path, "fit", "--config", str(DEMO_CE), "--trainer.max_epochs", "-3")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "lit_info: error: `max_epochs` must be a non-negative integer" in out.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x80\x02garbage" * 50)
+    out = _run_cli(tmp_path, "test", "--config", str(DEMO_CE), "--ckpt_path", str(bad))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "bad.ckpt is damaged or not a PyTorch checkpoint" in out.stderr
+    assert "weights_only=False" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
+
+
+def test_a_run_prints_where_it_went_and_no_notices_a_user_cannot_act_on(tmp_path):
+    out = _run_cli(
+        tmp_path, "fit", "--config", str(DEMO_CE), *QUIET, "--trainer.max_epochs=1", timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert "Tip:" not in text and "litlogger" not in text and "LeafSpec" not in text
+    run = Path("runs") / "demo" / "digits_uniform0.8_ce" / "version_0"
+    assert f"lit_info: fit wrote {run}/" in out.stdout
+    assert (tmp_path / run / "config.yaml").is_file()
+
+
+def test_help_names_the_program_and_list_shows_every_component(tmp_path):
+    out = _run_cli(tmp_path, "--help")
+    assert out.stdout.startswith("usage: python -m lit_info ")
+    assert "python -m lit_info list" in " ".join(out.stdout.split())
+    out = _run_cli(tmp_path, "list")
+    assert out.returncode == 0
+    for name in ("Classifier", "LIMIT", "NoisyImageDataModule", "SampleInformation", "mnist_cnn"):
+        assert name in out.stdout, name
+    assert "ImageClassificationModule" not in out.stdout  # the abstract base is not a choice
+    out = _run_cli(tmp_path, "fit", "--config", str(DEMO_CE), "--model.help", "Classifier")
+    assert "--model.net" in out.stdout
+    assert "``" not in out.stdout and ":func:" not in out.stdout and ":class:" not in out.stdout
+    out = _run_cli(tmp_path, "fit", "--help")
+    assert "ImageClassificationModule" not in out.stdout
+
+
+def test_damaged_data_stops_the_run_before_anything_is_written(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 40)  # truncated IDX
+    out = _run_cli(
+        tmp_path,
+        "fit",
+        "--config",
+        str(ROOT / "configs/classifier/mnist8k_uniform0.8_ce.yaml"),
+        f"--data.data_dir={tmp_path / 'data'}",
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "t10k-images-idx3-ubyte" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no runs/, no events
