@@ -269,12 +269,12 @@ class LitInfoCLI(LightningCLI):
         root_dir = str(config.trainer.get("default_root_dir") or DEFAULT_ROOT_DIR)
         config.trainer.default_root_dir = root_dir
         logger = self._logger_config(config, root_dir)
+        ckpt_path = self._resolve_ckpt_path(sub, config, logger)
         inherited = os.environ.get(runs.RUN_DIR_ENV)
         if inherited and int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 and logger is not None:
             save_dir, name, version = json.loads(inherited)  # a DDP worker: the launcher's folder
             logger.save_dir, logger.name, logger.version = save_dir, name, version
             self.run_dir = Path(save_dir, name, version)
-        ckpt_path = self._resolve_ckpt_path(sub, config, logger)
         if self.run_dir is not None or logger is None:
             return
         init = logger
@@ -407,9 +407,18 @@ class LitInfoCLI(LightningCLI):
         self._report("predict")
         return out
 
+    def _log_dir(self) -> Path | None:
+        """The run folder, without ``trainer.log_dir``'s collective broadcast (rank 0 only)."""
+        loggers = self.trainer.loggers
+        if not loggers:
+            return None
+        log_dir = getattr(loggers[0], "log_dir", None) or loggers[0].save_dir
+        return None if log_dir is None else Path(log_dir)
+
     def _write_metrics(self, sub: str, metrics: list[dict[str, float]], ckpt: Any) -> None:
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            path = Path(self.trainer.log_dir) / "metrics.json"
+        log_dir = self._log_dir()
+        if self.trainer.is_global_zero and log_dir is not None:
+            path = log_dir / "metrics.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             record = {
                 "subcommand": sub,
@@ -424,10 +433,9 @@ class LitInfoCLI(LightningCLI):
 
     def _report(self, sub: str) -> None:
         """One line: the run folder, its checkpoints and per-sample files."""
-        trainer = self.trainer
-        if not trainer.is_global_zero or trainer.log_dir is None:
+        run_dir = self._log_dir()
+        if not self.trainer.is_global_zero or run_dir is None:
             return
-        run_dir = Path(trainer.log_dir)
         files = sorted(
             p.name for p in run_dir.glob("*") if p.is_file() and not p.name.startswith("events.")
         )

@@ -6,6 +6,9 @@ every lit_info dataset returns the sample index, so results are deduplicated by 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -110,3 +113,23 @@ def rank_shard_loader(
     """
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+
+
+def local_log_dir(trainer: Any) -> Path | None:
+    """The trainer's log dir without ``trainer.log_dir``'s broadcast.
+
+    ``trainer.log_dir`` is a collective under DDP (rank 0 broadcasts it), so calling it inside an
+    ``if trainer.is_global_zero:`` block hangs the other ranks; this reads the first logger's
+    folder directly (the same value on rank 0, where files are written).
+
+    Args:
+        trainer: a Lightning ``Trainer``.
+
+    Returns:
+        The first logger's ``log_dir`` (or ``save_dir``), or None without a logger.
+    """
+    if not trainer.loggers:
+        return None
+    logger = trainer.loggers[0]
+    folder = getattr(logger, "log_dir", None) or logger.save_dir
+    return None if folder is None else Path(folder)

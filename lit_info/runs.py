@@ -27,6 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from lit_info.checkpoints import read_checkpoint
+from lit_info.dist import local_log_dir
 
 #: Environment variable through which the launching process hands its resolved run folder to
 #: the processes Lightning starts for DDP (they re-run the command line).
@@ -152,7 +153,8 @@ class RunFolderRecorder(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remember the trainer's log dir."""
-        self.run_dir = None if trainer.log_dir is None else str(Path(trainer.log_dir).resolve())
+        log_dir = local_log_dir(trainer)
+        self.run_dir = None if log_dir is None else str(log_dir.resolve())
 
     def state_dict(self) -> dict[str, Any]:
         """The run folder, saved in the checkpoint."""

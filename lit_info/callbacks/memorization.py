@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lit_info.dist import gather_by_index, rank_shard_loader
+from lit_info.dist import gather_by_index, local_log_dir, rank_shard_loader
 
 
 def memorization_stats(pred: Tensor, given: Tensor, clean: Tensor) -> dict[str, float]:
@@ -190,9 +189,10 @@ class MemorizationMonitor(pl.Callback):
                     writer.add_histogram(f"memorization/{key}_{group}", values[mask], step)
 
     def _write_csv(self, trainer: pl.Trainer) -> None:
-        if self.filename is None or not trainer.loggers or trainer.log_dir is None:
+        log_dir = local_log_dir(trainer)
+        if self.filename is None or log_dir is None:
             return  # no logger: nothing is written (not even into the working directory)
-        path = Path(trainer.log_dir) / self.filename
+        path = log_dir / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", newline="") as f:

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lit_info.dist import all_gather_variable
+from lit_info.dist import all_gather_variable, local_log_dir
 
 
 class PredictionWriter(pl.Callback):
@@ -83,9 +83,10 @@ class PredictionWriter(pl.Callback):
                 header += [f"{key}_{j}" for j in range(tensor.shape[1])]
                 values.append(tensor)
         self.rows = int(index.numel())
-        if trainer.global_rank != 0 or trainer.log_dir is None:
+        log_dir = local_log_dir(trainer)
+        if trainer.global_rank != 0 or log_dir is None:
             return
-        self.path = Path(trainer.log_dir) / self.filename
+        self.path = log_dir / self.filename
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="") as handle:
