@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench bench-sui lint tensorboard clean
+.PHONY: setup test test-slow test-all demo bench bench-sui lint tensorboard notebooks clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ bench-sui: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# re-execute the notebooks and store their outputs (plots) in the repository
+notebooks: setup
+	$(PY) scripts/execute_notebooks.py
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs
