@@ -552,6 +552,10 @@ def entry() -> None:
 
     from lit_info.methods.base import NonFiniteLossError
 
+    if getattr(sys.modules["__main__"], "__spec__", None) is not None:
+        # `python -m lit_info`: argparse names every (sub)parser after argv[0] ("__main__.py");
+        # Lightning relaunches DDP workers from __spec__ in this case, not from argv[0]
+        sys.argv[0] = "python -m lit_info"
     try:
         main()
     except (FileNotFoundError, ValueError, NonFiniteLossError, MisconfigurationException) as err:
