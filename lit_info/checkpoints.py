@@ -101,7 +101,10 @@ def read_checkpoint(path: str | Path, trusted: bool = False, what: str = "checkp
 
 
 def _damaged(path: Path, what: str, err: BaseException) -> str:
-    detail = str(err).strip().split(". ")[0].rstrip(".:") or type(err).__name__
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:  # torch's long weights_only advice: keep the cause
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    detail = text.split(". ")[0].splitlines()[0].rstrip(".:") if text else type(err).__name__
     size = path.stat().st_size
     return (
         f"{what} {path} is damaged or not a PyTorch checkpoint ({size} bytes; torch.load: "

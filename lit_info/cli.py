@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 from jsonargparse import DefaultHelpFormatter, Namespace
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -194,6 +194,21 @@ class LitInfoArgumentParser(LightningArgumentParser):
             f"the classes: {program_name()} list)\n"
         )
         sys.exit(2)
+
+
+class SaveConfigOnce(SaveConfigCallback):
+    """Lightning's config saver that never replaces a config file already in the run folder.
+
+    A fresh run folder gets ``config.yaml``; a resumed run's folder (or a folder shared by runs
+    without a logger) gets the first free ``config_resume<k>.yaml`` instead.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Pick a free file name in the log dir, then save as Lightning does."""
+        log_dir = trainer.log_dir  # a collective under DDP: every rank calls setup
+        if log_dir is not None and self.config_filename == "config.yaml":
+            self.config_filename = runs.resume_config_name(log_dir)
+        super().setup(trainer, pl_module, stage)
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -446,7 +461,7 @@ class LitInfoCLI(LightningCLI):
         if files:
             parts.append(f"files: {', '.join(files)}")
         parts.append("TensorBoard events" if list(run_dir.glob("events.*")) else "")
-        print(" | ".join(p for p in parts if p), flush=True)
+        print(" | ".join(p for p in parts if p), file=sys.stderr, flush=True)
 
 
 def _quiet_lightning_notices() -> None:
@@ -524,6 +539,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LitInfoCLI | None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=LitInfoArgumentParser,
+        save_config_callback=SaveConfigOnce,
         parser_kwargs={
             "prog": prog,
             "formatter_class": LitInfoHelpFormatter,

@@ -237,7 +237,7 @@ def test_a_run_prints_where_it_went_and_no_notices_a_user_cannot_act_on(tmp_path
     text = out.stdout + out.stderr
     assert "Tip:" not in text and "litlogger" not in text and "LeafSpec" not in text
     run = Path("runs") / "demo" / "digits_uniform0.8_ce" / "version_0"
-    assert f"lit_info: fit wrote {run}/" in out.stdout
+    assert f"lit_info: fit wrote {run}/" in out.stderr
     assert (tmp_path / run / "config.yaml").is_file()
 
 

@@ -101,7 +101,7 @@ def test_default_root_dir_moves_logs_config_and_checkpoints_together(in_tmp, cap
     assert list(run.glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert sorted(p.name for p in in_tmp.iterdir()) == ["elsewhere", "exp.yaml"]  # not ./runs
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert f"fit wrote {Path('elsewhere/t/exp/version_0')}/" in out
     assert "best.ckpt, last.ckpt" in out and "memorization.csv" in out
 

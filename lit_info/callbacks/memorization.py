@@ -131,6 +131,7 @@ class MemorizationMonitor(pl.Callback):
         try:
             for x, y, index in loader:
                 x, y = x.to(pl_module.device), y.to(pl_module.device)
+                x = trainer.precision_plugin.convert_input(x)  # e.g. float64 under "64-true"
                 logits = pl_module(x)
                 probs = torch.softmax(logits, dim=1)
                 grad = probs - F.one_hot(y, probs.shape[1]).to(probs.dtype)

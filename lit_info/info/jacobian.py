@@ -18,8 +18,10 @@ Two kinds (``sketch_type``):
 * ``"gaussian"`` (default): i.i.d. ``N(0, 1/d)`` entries, generated block by block from
   ``sketch_seed`` (one generator per parameter tensor and row block), so it never exists as a
   whole; two calls with the same seed, the same model layout, device and dtype use exactly the
-  same projection. It costs ``p d`` random normals and a ``(k p) x d`` product per chunk of
-  samples: for ResNet-18 (``p = 11.2M``) and ``d = 4096``, 46e9 normals per chunk.
+  same projection, and in another dtype the same one up to rounding (the normals are always
+  drawn in float32, then converted). It costs ``p d`` random normals and a ``(k p) x d``
+  product per chunk of samples: for ResNet-18 (``p = 11.2M``) and ``d = 4096``, 46e9 normals
+  per chunk.
 * ``"countsketch"``: every parameter coordinate ``j`` gets a bucket ``h(j)`` in ``[0, d)`` and a
   sign ``s(j) = +-1`` (row ``j`` of ``P`` is ``s(j) e_{h(j)}``), so
   ``(P^T g)[b] = sum_{j: h(j) = b} s(j) g[j]``: ``O(p)`` per row and ``p`` random integers per
@@ -117,8 +119,10 @@ def _sketch_block(
     gen = _seeded_generator(
         f"{int(sketch_seed)}:{param_index}:{row_start // _SKETCH_BLOCK_ROWS}", device
     )
-    out = torch.randn(rows, sketch_dim, generator=gen, device=device, dtype=dtype)
-    return out / sketch_dim**0.5
+    # Drawn in float32 whatever ``dtype`` (randn draws other numbers in float64), so a float64
+    # and a float32 Jacobian of the same model get the same projection up to rounding.
+    out = torch.randn(rows, sketch_dim, generator=gen, device=device, dtype=torch.float32)
+    return out.to(dtype) / sketch_dim**0.5
 
 
 def _countsketch_block(

@@ -28,11 +28,7 @@ from lit_info.losses import (
     estimate_transition_matrix,
     make_loss,
 )
-from lit_info.methods.base import (
-    Batch,
-    ImageClassificationModule,
-    check_finite_loss,
-)
+from lit_info.methods.base import Batch, ImageClassificationModule
 
 
 class Classifier(ImageClassificationModule):
@@ -187,6 +183,6 @@ class Classifier(ImageClassificationModule):
                 logits, self.hparams.grad_noise, self.hparams.grad_noise_scale
             )
         loss = self.loss_fn(logits, y)
-        check_finite_loss(loss, self, batch_idx)
+        self.guard_finite(loss, batch_idx)
         self.log_train_metrics(loss, logits, y)
         return loss

@@ -26,9 +26,14 @@ SEED = 0
 
 
 def make_problem() -> tuple[torch.Tensor, torch.Tensor]:
-    """The inputs ``(11, 5)`` and the weight ``(5, 3)`` every rank (and the test) uses."""
+    """The inputs ``(11, 5)`` and the weight ``(5, 3)`` every rank (and the test) uses.
+
+    float64, so a rank's product of its rows equals the test's product of all rows to float64
+    rounding whatever the BLAS kernel picked for each block size (float32 would differ by ulps).
+    """
     g = torch.Generator().manual_seed(SEED)
-    return torch.randn(NUM_SAMPLES, 5, generator=g), torch.randn(5, 3, generator=g)
+    x = torch.randn(NUM_SAMPLES, 5, generator=g, dtype=torch.float64)
+    return x, torch.randn(5, 3, generator=g, dtype=torch.float64)
 
 
 def run(out: str) -> None:
