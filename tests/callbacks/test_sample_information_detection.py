@@ -185,9 +185,16 @@ def test_auroc_and_ranks_against_scikit_learn():
         rank_mean(torch.ones(2), torch.ones(3))
 
 
-def test_detection_score_is_validated():
+def test_detection_score_is_validated_and_in_the_state_key():
     with pytest.raises(ValueError, match="detection_score must be one of"):
         SampleInformation(detection_score="cleanlab")
+    default = SampleInformation()
+    assert "detection" not in default.state_key  # keys of existing checkpoints unchanged
+    assert default.state_key == SampleInformation(detection_score="fsi").state_key
+    keys = {
+        SampleInformation(detection_score=s).state_key for s in ("fsi_confidence", "loo_margin")
+    }
+    assert len(keys) == 2 and default.state_key not in keys
 
 
 def _loop_kernel(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
