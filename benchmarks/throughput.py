@@ -11,16 +11,20 @@ and, unless ``--methods classifier`` is given, the same pair for LIMIT (two netw
 - ``plain-limit``: LIMIT's update written out by hand (one Adam over both networks);
 - ``lightning-limit``: ``Trainer.fit`` on :class:`lit_info.methods.limit.LIMIT`.
 
-Every variant runs one untimed warm-up epoch followed by ``--epochs`` timed epochs; the variants
+Every variant is timed at each ``--batch-size`` (default 256 and 128: the smaller batch halves
+the work per step, so Lightning's fixed cost per step weighs twice as much). Every variant runs
+one untimed warm-up epoch followed by ``--epochs`` timed epochs; the variants
 are interleaved (``--repeats`` rounds, the order alternating every round) so that drift of a noisy
 machine affects all of them alike, and the median over rounds is reported. For Lightning the
 timed span is ``on_train_epoch_start`` to ``on_train_epoch_end`` of a callback, so Trainer
 start-up and tear-down are excluded; for the plain loop it is the same span (creating the
 DataLoader iterator up to the end of the last optimizer step).
 
-The overhead is Lightning's extra time per sample, ``plain_sps / lightning_sps - 1``, taken as
-the median over rounds of this ratio for the two (adjacent) runs of each round. The same is also
-reported with CPU time (``time.process_time``) instead of wall-clock time.
+The overhead is Lightning's extra time per sample, ``plain_sps / lightning_sps - 1``, taken per
+batch size as the median over rounds of this ratio for the two (adjacent) runs of each round.
+The same is also reported with CPU time (``time.process_time``) instead of wall-clock time, and
+as Lightning's extra CPU time per optimizer step in milliseconds (the fixed cost per step, which
+``--net mlp --batch-size 4`` isolates from the arithmetic).
 
 Run ``python benchmarks/throughput.py --help`` for the options; ``make bench`` runs the defaults.
 With ``--ablation`` a third classifier variant, ``lightning-bare`` (the same module with a
@@ -263,11 +267,27 @@ def paired_overhead(plain: list[float], lit: list[float]) -> float:
     return 100.0 * (statistics.median(p / q for p, q in zip(plain, lit, strict=True)) - 1.0)
 
 
+def paired_step_cost(plain: list[float], lit: list[float], batch_size: int) -> float:
+    """Median over rounds of Lightning's extra CPU time per optimizer step, in milliseconds.
+
+    ``batch_size / lightning - batch_size / plain`` (samples/s of CPU time): the fixed cost per
+    step, independent of how long the step's arithmetic takes.
+    """
+    diffs = (batch_size / q - batch_size / p for p, q in zip(plain, lit, strict=True))
+    return 1000.0 * statistics.median(diffs)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults finish in well under 3 minutes on 2 CPU cores)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=8192, help="synthetic training samples")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        nargs="+",
+        default=[256, 128],
+        help="one or more batch sizes, each timed for every variant (default: 256 128)",
+    )
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per run (after 1 warm-up)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; median reported")
     p.add_argument(
@@ -300,9 +320,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit with status 1 when an overhead (percent) exceeds this value",
     )
     args = p.parse_args(argv)
-    for name in ("samples", "batch_size", "epochs", "repeats"):
+    for name in ("samples", "epochs", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if any(b < 1 for b in args.batch_size):
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    args.batch_size = list(dict.fromkeys(args.batch_size))  # each size once, in the given order
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
     if args.lr <= 0:
@@ -320,22 +343,11 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print a table and ``key: value`` lines; return the exit status."""
-    args = parse_args(argv)
-    quiet_lightning()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda requested but CUDA is not available", file=sys.stderr)
-        return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-
-    dataset = make_dataset(args.samples, INPUT_SHAPE)
-    loader = make_loader(dataset, args.batch_size)
-    total_epochs = 1 + args.epochs  # one warm-up epoch, excluded from the timings
+def make_variants(
+    args: argparse.Namespace, loader: DataLoader, total_epochs: int, device: torch.device
+) -> dict[str, Callable[[], EpochTimes]]:
+    """The runs to time on one loader (one batch size), by variant name, in running order."""
     hp = {"num_classes": NUM_CLASSES, "input_shape": INPUT_SHAPE, "net": args.net, "lr": args.lr}
-
     variants: dict[str, Callable[[], EpochTimes]] = {}
     if "classifier" in args.methods:
         variants["plain"] = lambda: plain_classifier(
@@ -355,6 +367,26 @@ def main(argv: list[str] | None = None) -> int:
         variants["lightning-limit"] = lambda: lightning_fit(
             lambda: LIMIT(q_dist="gaussian", **hp), loader, total_epochs, device
         )
+    return variants
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print a table and ``key: value`` lines; return the exit status."""
+    args = parse_args(argv)
+    quiet_lightning()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda requested but CUDA is not available", file=sys.stderr)
+        return 2
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+
+    dataset = make_dataset(args.samples, INPUT_SHAPE)
+    total_epochs = 1 + args.epochs  # one warm-up epoch, excluded from the timings
+    variants = {
+        batch_size: make_variants(args, make_loader(dataset, batch_size), total_epochs, device)
+        for batch_size in args.batch_size
+    }
 
     print(
         f"device: {device.type}"
@@ -364,45 +396,56 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch: {torch.__version__}")
     print(f"lightning: {lightning.__version__}")
     print(f"python: {platform.python_version()}")
+    sizes = " ".join(str(b) for b in args.batch_size)
     print(
-        f"config: net={args.net} samples={args.samples} batch_size={args.batch_size} "
+        f"config: net={args.net} samples={args.samples} batch_size={sizes} "
         f"epochs={args.epochs} (+1 warm-up) repeats={args.repeats} lr={args.lr}"
     )
     sys.stdout.flush()
 
-    wall: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
+    # wall[batch_size][variant] and cpu[batch_size][variant]: samples/s of each round
+    wall = {b: {name: [] for name in v} for b, v in variants.items()}
+    cpu = {b: {name: [] for name in v} for b, v in variants.items()}
     for rep in range(args.repeats):
-        order = names if rep % 2 == 0 else names[::-1]
-        for name in order:
-            times = variants[name]()
-            wall[name].append(times.throughput(skip=1))
-            cpu[name].append(times.throughput(skip=1, cpu=True))
-            print(
-                f"  round {rep + 1}/{args.repeats} {name:16s} {wall[name][-1]:10.1f} samples/s "
-                f"(cpu time: {cpu[name][-1]:10.1f})",
-                flush=True,
-            )
+        for batch_size, by_name in variants.items():
+            names = list(by_name)
+            for name in names if rep % 2 == 0 else names[::-1]:
+                times = by_name[name]()
+                wall[batch_size][name].append(times.throughput(skip=1))
+                cpu[batch_size][name].append(times.throughput(skip=1, cpu=True))
+                print(
+                    f"  round {rep + 1}/{args.repeats} batch {batch_size:4d} {name:16s} "
+                    f"{wall[batch_size][name][-1]:10.1f} samples/s "
+                    f"(cpu time: {cpu[batch_size][name][-1]:10.1f})",
+                    flush=True,
+                )
 
-    median = {name: statistics.median(vals) for name, vals in wall.items()}
+    header = ("batch", "variant", "median", "min", "max", "cpu-time")
     print()
-    header = ("variant", "median", "min", "max", "cpu-time")
-    print(f"{header[0]:16s}" + "".join(f"{h:>11s}" for h in header[1:]) + "  (samples/s)")
-    for name, vals in wall.items():
-        row = (median[name], min(vals), max(vals), statistics.median(cpu[name]))
-        print(f"{name:16s}" + "".join(f"{v:11.1f}" for v in row))
+    print(f"{header[0]:>5s} {header[1]:16s}" + "".join(f"{h:>11s}" for h in header[2:]))
+    for batch_size, by_name in wall.items():
+        for name, vals in by_name.items():
+            row = (statistics.median(vals), min(vals), max(vals))
+            row += (statistics.median(cpu[batch_size][name]),)
+            print(f"{batch_size:5d} {name:16s}" + "".join(f"{v:11.1f}" for v in row))
+    print("(samples/s)")
     print()
-    for name in wall:
-        print(f"throughput {name} samples/s: {median[name]:.1f}")
-
     worst = float("-inf")
-    for lit, plain in PAIRS:
-        if lit in wall and plain in wall:
-            overhead = paired_overhead(wall[plain], wall[lit])
-            worst = max(worst, overhead)
-            print(f"{lit} overhead: {overhead:.1f}%")
-            print(f"{lit} overhead (cpu time): {paired_overhead(cpu[plain], cpu[lit]):.1f}%")
+    for batch_size, by_name in wall.items():
+        tag = f"batch_size={batch_size}"
+        for name, vals in by_name.items():
+            print(f"throughput {name} {tag} samples/s: {statistics.median(vals):.1f}")
+        for lit, plain in PAIRS:
+            if lit in by_name and plain in by_name:
+                overhead = paired_overhead(by_name[plain], by_name[lit])
+                cpu_overhead = paired_overhead(cpu[batch_size][plain], cpu[batch_size][lit])
+                worst = max(worst, overhead)
+                print(f"{lit} overhead {tag}: {overhead:.1f}%")
+                print(f"{lit} overhead {tag} (cpu time): {cpu_overhead:.1f}%")
+                step_cost = paired_step_cost(
+                    cpu[batch_size][plain], cpu[batch_size][lit], batch_size
+                )
+                print(f"{lit} cost per step {tag} (cpu time): {step_cost:.3f} ms")
     if args.max_overhead is not None and worst > args.max_overhead:
         print(f"FAIL: overhead {worst:.1f}% above --max-overhead {args.max_overhead}%")
         return 1

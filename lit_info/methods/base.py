@@ -101,12 +101,12 @@ class ImageClassificationModule(pl.LightningModule, abc.ABC):
     """Image classifier on noisy labels; the base of the classifier baselines and LIMIT.
 
     ``train/loss`` and ``train/acc`` are epoch means (``train/loss`` is also logged as
-    ``train/loss_epoch``); ``train/loss_step``, the loss of the latest step averaged over the
-    processes, goes to the logger every ``trainer.log_every_n_steps`` steps and to the progress
-    bar at those steps and at the end of each epoch. A NaN or infinite training loss stops
-    training with :class:`NonFiniteLossError` naming the step where it first occurred; it is
-    found at the next check (at most ``log_every_n_steps`` steps later, at the latest at the end
-    of the epoch, and always before validation or a checkpoint).
+    ``train/loss_epoch``); ``train/loss_step``, the loss of the step averaged over the
+    processes, goes to the logger and the progress bar every ``trainer.log_every_n_steps``
+    steps (the progress bar also shows ``train/loss_epoch``). A NaN or infinite training loss
+    stops training with :class:`NonFiniteLossError` naming the step where it first occurred;
+    it is found at the next check (at most ``log_every_n_steps`` steps later, at the latest at
+    the epoch's last batch, and always before validation or a checkpoint).
 
     Args:
         num_classes: number of classes; filled in from the data, leave unset.
@@ -266,26 +266,37 @@ class ImageClassificationModule(pl.LightningModule, abc.ABC):
         entry = self._steps.means.setdefault(id(metric), (metric, []))
         entry[1].append(value.detach())
 
-    def _check_every(self) -> int:
-        every = self.trainer.log_every_n_steps
-        return every if every > 0 else DEFAULT_CHECK_EVERY_N_STEPS
+    def _window_end(self) -> tuple[bool, bool]:
+        """Whether the step being taken ends a window, and whether it is a logging step.
 
-    def _flush_due(self) -> bool:
-        """Whether this step ends a window: a logging step, the epoch's last batch or a stop."""
-        trainer = self.trainer
+        Returns ``(check, log)``; ``log`` when Lightning writes step metrics now (a logging
+        step, a stop or ``fast_dev_run``). Windows end at those steps, every
+        ``DEFAULT_CHECK_EVERY_N_STEPS`` steps when logging is off, at the epoch's last batch
+        and at ``max_steps``: the same steps on every process.
+        """
+        trainer = self._trainer
+        assert trainer is not None
         step = trainer.global_step + 1  # the step being taken (global_step counts those done)
-        return bool(
-            step % self._check_every() == 0
+        every = trainer.log_every_n_steps
+        log = bool((every > 0 and step % every == 0) or trainer.should_stop or trainer.fast_dev_run)
+        check = (
+            log
+            or (every <= 0 and step % DEFAULT_CHECK_EVERY_N_STEPS == 0)
             or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-            or trainer.should_stop
-            or trainer.fast_dev_run
-            or (trainer.max_steps >= 0 and step >= trainer.max_steps)
+            or 0 <= trainer.max_steps <= step
         )
+        return check, log
 
     def on_before_backward(self, loss: Tensor) -> None:
-        """Check and log the recorded steps when a window ends (before this step's update)."""
-        if self._in_fit() and self._flush_due():
-            self.flush_train_steps(log_step=True, collective=True)
+        """Check (and at logging steps log) the recorded steps when a window ends.
+
+        This runs before the step's backward pass and update, so a non-finite loss found here
+        never reaches the weights through this step.
+        """
+        if self._in_fit():
+            check, log = self._window_end()
+            if check:
+                self.flush_train_steps(log_step=log, collective=True)
 
     def flush_train_steps(self, log_step: bool = False, collective: bool = False) -> None:
         """Check the recorded steps for non-finite values, then feed them to the metrics.
