@@ -67,7 +67,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False, what: str = "checkp
 
     Args:
         path: the ``.ckpt`` / ``.pt`` / ``.pth`` file.
-        trusted: load with ``weights_only=False`` (runs code named in the file; only for files
+        trusted: unpickle in full (runs code named in the file; only for files
             from a source you trust).
         what: how the error messages name the file (e.g. ``"--ckpt_path"``).
 
@@ -153,7 +153,7 @@ def load_state_dict_from_checkpoint(
             picks the newest match, see :func:`resolve_checkpoint_path`).
         prefix: the attribute prefix of the sub-network inside the module's ``state_dict``
             (``"net."`` for the classifier of both the classifier and LIMIT modules).
-        trusted: load with ``weights_only=False`` (see :func:`read_checkpoint`).
+        trusted: unpickle in full (see :func:`read_checkpoint`).
 
     Returns:
         The sub-network's state dict with the prefix removed.

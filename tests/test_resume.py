@@ -152,7 +152,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(
     with pytest.raises(Crash):
         first.trainer.fit(first.model, datamodule=first.datamodule)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == crash_epoch - 1
     assert ckpt["global_step"] == crash_epoch * STEPS_PER_EPOCH
     assert len(_monitor(first.trainer).history) == crash_epoch

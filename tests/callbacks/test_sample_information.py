@@ -493,8 +493,8 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     for proc in procs:
         out = proc.communicate(timeout=180)[0]
         assert proc.returncode == 0, out[-4000:]
-    single = torch.load(tmp_path / "d1.rank0.pt", weights_only=False)
-    ranks = [torch.load(tmp_path / f"d2.rank{r}.pt", weights_only=False) for r in (0, 1)]
+    single = torch.load(tmp_path / "d1.rank0.pt", weights_only=True)
+    ranks = [torch.load(tmp_path / f"d2.rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert single["world_size"] == 1 and [r["world_size"] for r in ranks] == [2, 2]
     assert single["n_train"] == 37  # odd: the 2-rank sampler padded one sample
     for result in ranks:

@@ -158,7 +158,7 @@ def test_nan_is_named_at_its_step_and_no_checkpoint_follows_it(tmp_path):
     saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
     assert saved == ["step=3.ckpt", "step=6.ckpt"]  # the save after step 7 was refused
     for name in saved:
-        state = torch.load(tmp_path / "ckpt" / name, weights_only=False)["state_dict"]
+        state = torch.load(tmp_path / "ckpt" / name, weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     # and later saves of these weights are refused too
     with pytest.raises(NonFiniteLossError, match="not saving a checkpoint"):
