@@ -299,8 +299,7 @@ class LitInfoCLI(LightningCLI):
         if ckpt_path is not None:
             run_of_ckpt = runs.run_dir_of_checkpoint(ckpt_path, self._checkpoint)
         if sub == "fit" and run_of_ckpt is not None:
-            run_dir = run_of_ckpt
-            self.save_config_kwargs["config_filename"] = runs.resume_config_name(run_dir)
+            run_dir = run_of_ckpt  # SaveConfigOnce saves config_resume<k>.yaml there
         elif sub == "fit":
             version = init.get("version")
             if version is None:

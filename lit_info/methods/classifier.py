@@ -63,13 +63,8 @@ class Classifier(ImageClassificationModule):
             = no noise.
         grad_noise_scale: standard deviation of that noise, relative to the per-sample
             gradient, whose entries lie in [-1, 1]; 0 = no noise.
-        optimizer: adam or sgd.
-        lr: learning rate.
-        weight_decay: L2 weight decay (0 = none).
-        momentum: SGD momentum; not used with adam.
-        lr_milestones: epochs at which the learning rate is multiplied by lr_gamma, e.g.
-            [40, 80]; unset = constant learning rate.
-        lr_gamma: factor applied to the learning rate at each of lr_milestones.
+        optimizer, lr, weight_decay, momentum, lr_milestones, lr_gamma: the optimizer settings
+            shared by every method (their help comes from ImageClassificationModule).
     """
 
     def __init__(
