@@ -1,5 +1,6 @@
 """LightningDataModules, one file per data family."""
 
 from lit_info.data.images import NoisyImageDataModule
+from lit_info.data.timeseries import TimeSeriesDataModule
 
-__all__ = ["NoisyImageDataModule"]
+__all__ = ["NoisyImageDataModule", "TimeSeriesDataModule"]
