@@ -1,0 +1,455 @@
+r"""Linear CorEx: a modular latent factor model for high-dimensional covariance estimation.
+
+"Fast structure learning with modular regularization" (Ver Steeg, Harutyunyan, Moyer,
+Galstyan, NeurIPS 2019). :class:`LinearCorex` is a scikit-learn estimator on the closed-form
+math of :mod:`lit_info.info.corex`: ``fit`` learns ``m`` factors, ``transform`` gives them,
+``get_covariance`` / ``covariance_low_rank`` the implied covariance (low rank plus diagonal),
+``score`` the mean held-out Gaussian log-likelihood.
+
+How it fits (chosen by measurement, ``benchmarks/corex_speed.py``):
+
+* the weights live in the row space of the standardized samples (nothing else changes the
+  objective at ``eps = 0``), in coordinates where the annealed covariance is the identity, so
+  full-batch L-BFGS with a strong-Wolfe line search takes the natural-gradient steps of the
+  authors' update, with curvature: ``O(n p m)`` per evaluation, ``m x min(n, p)`` unknowns;
+* the free parametrization ``W = V / sqrt(1 + v^T C v)`` keeps ``u_j < 1`` without
+  constraints; the annealing stages stop at ``anneal_tol``, the last one at ``tol``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy.special import ndtri
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from lit_info.info.corex import (
+    ANNEAL_SCHEDULE,
+    CorexMoments,
+    conditional_mean_weights,
+    factor_tcs,
+    fit_row_space,
+    initial_coefs,
+    moments_covariance,
+    row_space,
+    row_space_moments,
+    variable_factor_mis,
+)
+from lit_info.info.low_rank import LowRankPlusDiagonal
+
+__all__ = ["GAUSSIANIZE", "Gaussianizer", "LinearCorex"]
+
+GAUSSIANIZE = ("standard", "outliers", "empirical", "none")
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_OUTLIER_THRESHOLD = 4.0
+_DENSE_LIMIT = 20_000
+
+
+def __getattr__(name: str) -> Any:
+    # T-CorEx and the LightningModules live in their own files; expose them here too.
+    if name in ("TCorex", "TCorexModule"):
+        from lit_info.methods import tcorex
+
+        return getattr(tcorex, name)
+    if name == "CorexModule":
+        from lit_info.methods.corex_module import CorexModule
+
+        return CorexModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def squash_outliers(z: np.ndarray, threshold: float = _OUTLIER_THRESHOLD) -> np.ndarray:
+    """Keep ``|z| <= threshold`` and map the excess through ``tanh`` (bounded tails)."""
+    clipped = np.clip(z, -threshold, threshold)
+    return clipped + np.tanh(z - clipped)
+
+
+def unsquash_outliers(z: np.ndarray, threshold: float = _OUTLIER_THRESHOLD) -> np.ndarray:
+    """Inverse of :func:`squash_outliers`."""
+    clipped = np.clip(z, -threshold, threshold)
+    return clipped + np.arctanh(np.clip(z - clipped, -1 + 1e-12, 1 - 1e-12))
+
+
+class Gaussianizer:
+    """Per-column transform towards standard Gaussian marginals, fitted on training data.
+
+    ``standard``: ``(x - mean) / std``. ``outliers``: the same, then tails beyond 4 standard
+    deviations squashed (:func:`squash_outliers`) and re-standardized. ``empirical``: the
+    normal quantile of each value's mid-rank in the training column (new values by linear
+    interpolation between the training order statistics; inverted the same way). ``none``:
+    the data are used as given (they should already be standardized). Missing entries
+    (``NaN``) are ignored by every statistic and set to zero (the mean) afterwards.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def fit(self, x: np.ndarray) -> Gaussianizer:
+        """Learn the per-column statistics of ``x`` (``n x p``, ``NaN`` = missing)."""
+        self.mean = np.nanmean(x, axis=0)
+        self.std = np.sqrt(np.nanmean((x - self.mean) ** 2, axis=0))
+        if self.kind == "none":
+            self.mean = np.zeros(x.shape[1])
+            self.std = np.ones(x.shape[1])
+        elif self.kind == "outliers":
+            z = squash_outliers((x - self.mean) / self.std)
+            self.mean2 = np.nanmean(z, axis=0)
+            self.std2 = np.sqrt(np.nanmean((z - self.mean2) ** 2, axis=0))
+        elif self.kind == "empirical":
+            self.sorted = np.sort(x, axis=0)  # NaN sort last
+            self.n_obs = np.sum(~np.isnan(x), axis=0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Map ``x`` to (approximately) standard Gaussian columns; missing entries to 0."""
+        if self.kind == "empirical":
+            out = np.empty_like(x)
+            for i in range(x.shape[1]):
+                k = int(self.n_obs[i])
+                levels = ndtri((np.arange(k) + 0.5) / k)
+                out[:, i] = np.interp(x[:, i], self.sorted[:k, i], levels)
+        else:
+            out = (x - self.mean) / self.std
+            if self.kind == "outliers":
+                out = (squash_outliers(out) - self.mean2) / self.std2
+        return np.where(np.isnan(out), 0.0, out)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        """Back to the original units (the inverse of :meth:`transform`)."""
+        if self.kind == "empirical":
+            out = np.empty_like(z)
+            for i in range(z.shape[1]):
+                k = int(self.n_obs[i])
+                levels = ndtri((np.arange(k) + 0.5) / k)
+                out[:, i] = np.interp(z[:, i], levels, self.sorted[:k, i])
+            return out
+        if self.kind == "outliers":
+            z = unsquash_outliers(z * self.std2 + self.mean2)
+        return z * self.std + self.mean
+
+
+def _check_choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{owner}: {name}={value!r}; choose one of {', '.join(choices)}")
+
+
+def _missing_mask(x: np.ndarray, missing_values: float | None) -> np.ndarray:
+    if missing_values is None or (isinstance(missing_values, float) and np.isnan(missing_values)):
+        return np.isnan(x)
+    return (x == missing_values) | np.isnan(x)
+
+
+def validate_samples(
+    owner: str,
+    x: Any,
+    missing_values: float | None,
+    gaussianize: str,
+    n_features: int | None = None,
+    fitting: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as a float64 array with ``NaN`` at missing entries, and the missing mask.
+
+    Raises a one-line ``ValueError`` for: not 2-D, complex, fewer than 2 samples (fitting),
+    NaN or infinity without ``missing_values``, a column with no observed value or zero
+    variance (unless ``gaussianize='none'``), a different number of features than ``fit``.
+    """
+    if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{owner}: sparse input is not supported; pass a dense array")
+    arr = np.asarray(x)
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{owner}: complex data are not supported")
+    try:
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{owner}: X must be numeric ({err})") from None
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{owner}: expected a 2-D array (samples x variables), got {arr.ndim}-D; "
+            "reshape a single variable with x.reshape(-1, 1) or a single sample with "
+            "x.reshape(1, -1)"
+        )
+    n, p = arr.shape
+    if n_features is not None and p != n_features:
+        raise ValueError(
+            f"X has {p} features, but {owner.split('.')[0]} is expecting {n_features} "
+            "features as input"
+        )
+    if fitting and n < 2:
+        raise ValueError(f"{owner}: X has {n} sample(s); at least 2 samples are needed")
+    if p < 1:
+        raise ValueError(f"{owner}: X has 0 features; at least 1 is needed")
+    if np.isinf(arr).any():
+        raise ValueError(f"{owner}: X contains infinity")
+    mask = _missing_mask(arr, missing_values)
+    if mask.any() and missing_values is None:
+        row, col = np.argwhere(mask)[0]
+        raise ValueError(
+            f"{owner}: X contains NaN (first at row {row}, column {col}); set "
+            "missing_values=float('nan') for mean imputation"
+        )
+    arr = np.where(mask, np.nan, arr)
+    if fitting:
+        observed = (~mask).sum(0)
+        if (observed == 0).any():
+            col = int(np.argmax(observed == 0))
+            raise ValueError(f"{owner}: column {col} has no observed value")
+        if gaussianize != "none":
+            spread = np.nanmax(arr, axis=0) - np.nanmin(arr, axis=0)
+            if (spread == 0).any():
+                cols = np.flatnonzero(spread == 0)
+                shown = ", ".join(map(str, cols[:5])) + (" ..." if len(cols) > 5 else "")
+                raise ValueError(
+                    f"{owner}: column(s) {shown} are constant (zero variance); drop them or "
+                    "use gaussianize='none' on standardized data"
+                )
+    return arr, mask
+
+
+class LinearCorex(TransformerMixin, BaseEstimator):
+    """Linear CorEx, a scikit-learn estimator (float64 by default, CPU or GPU through torch).
+
+    Args:
+        n_hidden: number of latent factors ``m``.
+        max_iter: L-BFGS iteration limit per annealing stage.
+        tol: convergence tolerance on the change of the objective (nats) in the last stage.
+        anneal: anneal the noise ``eps`` through ``0.6^k, k = 1..6`` before ``eps = 0``.
+        anneal_tol: tolerance of the intermediate annealing stages.
+        gaussianize: marginal preprocessing, one of ``standard``, ``outliers``, ``empirical``,
+            ``none`` (see :class:`Gaussianizer`).
+        missing_values: the value that marks a missing entry (``float('nan')`` for NaN);
+            missing entries are imputed with the column mean and the cross moments use the
+            observed count per column. ``None``: NaN is an error.
+        device: torch device of the computation (``cpu``, ``cuda``, ``cuda:1``).
+        dtype: ``float64`` or ``float32``.
+        random_state: seed of the random start (``None``: fresh entropy).
+        verbose: show a progress bar over the annealing stages.
+
+    Attributes:
+        components_: ``(m, p)`` weights ``W`` of the factors on the standardized variables.
+        tc_: the objective, a lower bound on ``TC(X; Y)`` (nats).
+        tcs_: ``(m,)`` TC of each factor, largest first.
+        mis_: ``(m, p)`` ``I(X_i; Y_j)``.
+        mean_, scale_: the standardization (``gaussianize`` statistics).
+        n_iter_: L-BFGS iterations per annealing stage.
+        history_: the objective at every evaluation.
+        converged_: whether the last stage met ``tol``.
+        n_features_in_: ``p``.
+    """
+
+    def __init__(
+        self,
+        n_hidden: int = 10,
+        max_iter: int = 10000,
+        tol: float = 1e-5,
+        anneal: bool = True,
+        anneal_tol: float = 1e-2,
+        gaussianize: Literal["standard", "outliers", "empirical", "none"] = "standard",
+        missing_values: float | None = None,
+        device: str = "cpu",
+        dtype: Literal["float64", "float32"] = "float64",
+        random_state: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.n_hidden = n_hidden
+        self.max_iter = max_iter
+        self.tol = tol
+        self.anneal = anneal
+        self.anneal_tol = anneal_tol
+        self.gaussianize = gaussianize
+        self.missing_values = missing_values
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------------------- checks
+    def _check_params(self) -> None:
+        name = type(self).__name__
+        if not isinstance(self.n_hidden, int | np.integer) or self.n_hidden < 1:
+            raise ValueError(f"{name}: n_hidden={self.n_hidden!r}; must be an integer >= 1")
+        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1:
+            raise ValueError(f"{name}: max_iter={self.max_iter!r}; must be an integer >= 1")
+        for field in ("tol", "anneal_tol"):
+            value = getattr(self, field)
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name}: {field}={value!r}; must be a positive number")
+        _check_choice(name, "gaussianize", self.gaussianize, GAUSSIANIZE)
+        _check_choice(name, "dtype", self.dtype, tuple(_DTYPES))
+
+    def _torch(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=_DTYPES[self.dtype], device=self.device)
+
+    def _generator(self) -> torch.Generator:
+        seed = self.random_state
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        elif isinstance(seed, np.random.RandomState):
+            seed = int(seed.randint(2**31))
+        return torch.Generator().manual_seed(int(seed))
+
+    # -------------------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None) -> LinearCorex:  # noqa: N803 (scikit-learn names)
+        """Learn the factors from ``X`` (``n_samples x n_variables``); ``y`` is ignored."""
+        self._check_params()
+        name = f"{type(self).__name__}.fit"
+        x, mask = validate_samples(name, X, self.missing_values, self.gaussianize)
+        n = x.shape[0]
+        self.gaussianizer_ = Gaussianizer(self.gaussianize).fit(x)
+        xs = self._torch(self.gaussianizer_.transform(x))
+        observed = self._torch((~mask).sum(0) / n) if mask.any() else None
+        space = row_space(xs)
+        start = initial_coefs(
+            self.n_hidden, space.rank, self._generator(), xs.dtype, str(xs.device)
+        )
+        bar = tqdm(
+            total=len(ANNEAL_SCHEDULE) if self.anneal else 1,
+            desc="linear CorEx",
+            disable=not self.verbose,
+            leave=False,
+        )
+
+        def progress(stage: int, eps: float, tc: float) -> None:
+            bar.update(1)
+            bar.set_postfix(eps=f"{eps:.3f}", tc=f"{tc:.4f}")
+
+        try:
+            result = fit_row_space(
+                space,
+                start,
+                anneal=self.anneal,
+                tol=self.tol,
+                anneal_tol=self.anneal_tol,
+                max_iter=self.max_iter,
+                observed=observed,
+                progress=progress,
+            )
+        finally:
+            bar.close()
+        self._set_fitted(space, result.coefs, observed, xs)
+        self.n_iter_ = result.n_iter
+        self.history_ = result.history
+        self.converged_ = result.converged
+        return self
+
+    def _set_fitted(
+        self,
+        space: Any,
+        coefs: torch.Tensor,
+        observed: torch.Tensor | None,
+        xs: torch.Tensor,
+    ) -> None:
+        with torch.no_grad():
+            moments = row_space_moments(coefs, space, 0.0, observed=observed, with_weights=True)
+        self.moments_ = moments
+        self.components_ = moments.weights.cpu().numpy()
+        self.tc_ = float(moments.tc)
+        self.tcs_ = factor_tcs(moments).cpu().numpy()
+        self.mis_ = variable_factor_mis(moments).cpu().numpy()
+        self.mean_ = self.gaussianizer_.mean
+        self.scale_ = self.gaussianizer_.std
+        self.n_features_in_ = int(xs.shape[1])
+
+    # -------------------------------------------------------------------------- outputs
+    def _standardized(self, X: Any, owner: str) -> np.ndarray:  # noqa: N803
+        check_is_fitted(self)
+        x, _ = validate_samples(
+            f"{type(self).__name__}.{owner}",
+            X,
+            self.missing_values,
+            self.gaussianize,
+            n_features=self.n_features_in_,
+            fitting=False,
+        )
+        return self.gaussianizer_.transform(x)
+
+    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+        """The factors ``y = W x`` of the standardized samples (``n x m``, noise-free mean)."""
+        return self._standardized(X, "transform") @ self.components_.T
+
+    def inverse_transform(self, Y: Any) -> np.ndarray:  # noqa: N803
+        """``E[x | y]`` in the original units for factors ``Y`` (``n x m``)."""
+        check_is_fitted(self)
+        y = np.asarray(Y, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != self.components_.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}.inverse_transform: Y must be (n, {self.n_hidden}), got "
+                f"{y.shape}"
+            )
+        b = conditional_mean_weights(self.moments_).cpu().numpy()
+        return self.gaussianizer_.inverse(y @ b.T)
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        """``E[x | y(x)]``: each sample reconstructed from its factors, original units."""
+        return self.inverse_transform(self.transform(X))
+
+    def covariance_low_rank(self) -> LowRankPlusDiagonal:
+        """The covariance estimate as ``diag + low rank`` torch tensors (any ``p``)."""
+        check_is_fitted(self)
+        scale = torch.as_tensor(self.scale_, dtype=self.moments_.rho.dtype)
+        return moments_covariance(self.moments_).scaled(scale.to(self.moments_.rho.device))
+
+    def _dense_guard(self, what: str) -> None:
+        p = self.n_features_in_
+        if p > _DENSE_LIMIT:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: p = {p} variables would make a dense {p} x {p} "
+                "matrix; use covariance_low_rank() (solve, logdet, log_prob without it)"
+            )
+
+    def get_covariance(self) -> np.ndarray:
+        """The dense ``p x p`` covariance estimate in the original units."""
+        self._dense_guard("get_covariance")
+        return self.covariance_low_rank().dense().cpu().numpy()
+
+    def get_precision(self) -> np.ndarray:
+        """The dense ``p x p`` precision (inverse covariance), by Woodbury."""
+        self._dense_guard("get_precision")
+        return self.covariance_low_rank().precision().cpu().numpy()
+
+    def score_samples(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Gaussian log-likelihood of every sample under ``N(mean_, covariance)`` (nats).
+
+        With ``gaussianize='standard'`` (or ``none``) this is the likelihood in the original
+        units; with ``outliers`` / ``empirical`` it is that of the transformed data rescaled
+        to the original standard deviations (no Jacobian of the marginal transform).
+        """
+        z = self._standardized(X, "score")
+        cov = moments_covariance(self.moments_)
+        log_prob = cov.log_prob(self._torch(z)).cpu().numpy()
+        return log_prob - np.log(self.scale_).sum()
+
+    def score(self, X: Any, y: Any = None) -> float:  # noqa: N803
+        """Mean held-out log-likelihood per sample (nats; higher is better)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def clusters(self) -> np.ndarray:
+        """The factor each variable informs most about: ``argmax_j I(X_i; Y_j)`` (``p``)."""
+        check_is_fitted(self)
+        return np.argmax(self.mis_, axis=0)
+
+    @property
+    def tcs(self) -> np.ndarray:
+        """Alias of ``tcs_`` (the ``linearcorex`` name)."""
+        check_is_fitted(self)
+        return self.tcs_
+
+    @property
+    def mis(self) -> np.ndarray:
+        """Alias of ``mis_`` (the ``linearcorex`` name)."""
+        check_is_fitted(self)
+        return self.mis_
+
+    @property
+    def tc(self) -> float:
+        """Alias of ``tc_`` (the ``linearcorex`` name)."""
+        check_is_fitted(self)
+        return self.tc_
+
+    def moments(self) -> CorexMoments:
+        """The fitted :class:`~lit_info.info.corex.CorexMoments` (torch tensors)."""
+        check_is_fitted(self)
+        return self.moments_
