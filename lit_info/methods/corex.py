@@ -161,16 +161,16 @@ def validate_samples(
         raise TypeError(f"{owner}: sparse input is not supported; pass a dense array")
     arr = np.asarray(x)
     if np.iscomplexobj(arr):
-        raise ValueError(f"{owner}: complex data are not supported")
+        raise ValueError(f"{owner}: Complex data not supported")
     try:
         arr = arr.astype(np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{owner}: X must be numeric ({err})") from None
+        raise TypeError(f"{owner}: X must be numeric ({err})") from None
     if arr.ndim != 2:
         raise ValueError(
-            f"{owner}: expected a 2-D array (samples x variables), got {arr.ndim}-D; "
-            "reshape a single variable with x.reshape(-1, 1) or a single sample with "
-            "x.reshape(1, -1)"
+            f"{owner}: expected a 2-D array (samples x variables), got {arr.ndim}-D. Reshape "
+            "your data: x.reshape(-1, 1) for a single variable, x.reshape(1, -1) for a single "
+            "sample"
         )
     n, p = arr.shape
     if n_features is not None and p != n_features:
@@ -181,7 +181,10 @@ def validate_samples(
     if fitting and n < 2:
         raise ValueError(f"{owner}: X has {n} sample(s); at least 2 samples are needed")
     if p < 1:
-        raise ValueError(f"{owner}: X has 0 features; at least 1 is needed")
+        raise ValueError(
+            f"{owner}: found array with 0 feature(s) (shape=({n}, 0)) while a minimum of 1 is "
+            "required."
+        )
     if np.isinf(arr).any():
         raise ValueError(f"{owner}: X contains infinity")
     mask = _missing_mask(arr, missing_values)
@@ -221,8 +224,11 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         gaussianize: marginal preprocessing, one of ``standard``, ``outliers``, ``empirical``,
             ``none`` (see :class:`Gaussianizer`).
         missing_values: the value that marks a missing entry (``float('nan')`` for NaN);
-            missing entries are imputed with the column mean and the cross moments use the
-            observed count per column. ``None``: NaN is an error.
+            missing entries are imputed with the column mean, each column is standardized
+            with its observed count, and the moments average over all rows (as the authors'
+            ``linearcorex``; dividing the cross moments by the observed count instead can
+            give correlations above one, where the bound is undefined). ``None``: NaN is an
+            error.
         device: torch device of the computation (``cpu``, ``cuda``, ``cuda:1``).
         dtype: ``float64`` or ``float32``.
         random_state: seed of the random start (``None``: fresh entropy).
@@ -234,7 +240,7 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         tcs_: ``(m,)`` TC of each factor, largest first.
         mis_: ``(m, p)`` ``I(X_i; Y_j)``.
         mean_, scale_: the standardization (``gaussianize`` statistics).
-        n_iter_: L-BFGS iterations per annealing stage.
+        n_iter_: L-BFGS iterations in all (``n_iter_per_stage_``: per annealing stage).
         history_: the objective at every evaluation.
         converged_: whether the last stage met ``tol``.
         n_features_in_: ``p``.
@@ -297,10 +303,9 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         self._check_params()
         name = f"{type(self).__name__}.fit"
         x, mask = validate_samples(name, X, self.missing_values, self.gaussianize)
-        n = x.shape[0]
         self.gaussianizer_ = Gaussianizer(self.gaussianize).fit(x)
         xs = self._torch(self.gaussianizer_.transform(x))
-        observed = self._torch((~mask).sum(0) / n) if mask.any() else None
+        observed = None  # see missing_values: moments over all n rows, imputed at the mean
         space = row_space(xs)
         start = initial_coefs(
             self.n_hidden, space.rank, self._generator(), xs.dtype, str(xs.device)
@@ -317,23 +322,37 @@ class LinearCorex(TransformerMixin, BaseEstimator):
             bar.set_postfix(eps=f"{eps:.3f}", tc=f"{tc:.4f}")
 
         try:
-            result = fit_row_space(
+            result = self._fit_space(space, start, progress)
+        finally:
+            bar.close()
+        self._set_fitted(space, result.coefs, observed, xs)
+        self.n_iter_ = int(sum(result.n_iter))
+        self.n_iter_per_stage_ = result.n_iter
+        self.history_ = result.history
+        self.converged_ = result.converged
+        return self
+
+    def _fit_space(self, space: Any, start: torch.Tensor, progress: Any) -> Any:
+        try:
+            return fit_row_space(
                 space,
                 start,
                 anneal=self.anneal,
                 tol=self.tol,
                 anneal_tol=self.anneal_tol,
                 max_iter=self.max_iter,
-                observed=observed,
                 progress=progress,
             )
-        finally:
-            bar.close()
-        self._set_fitted(space, result.coefs, observed, xs)
-        self.n_iter_ = result.n_iter
-        self.history_ = result.history
-        self.converged_ = result.converged
-        return self
+        except FloatingPointError:
+            hint = (
+                "; with gaussianize='none' the data must be standardized (unit variance)"
+                if self.gaussianize == "none"
+                else ""
+            )
+            raise ValueError(
+                f"{type(self).__name__}.fit: the objective became non-finite (a correlation "
+                f"reached 1: duplicated or perfectly dependent variables?){hint}"
+            ) from None
 
     def _set_fitted(
         self,
