@@ -65,6 +65,7 @@ __all__ = [
     "moments_covariance",
     "row_space",
     "row_space_moments",
+    "row_space_objective",
     "variable_factor_mis",
 ]
 
@@ -428,16 +429,21 @@ def fit_row_space(
         )
 
         def closure(eps: float = eps, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
-            optimizer.zero_grad()
-            moments = row_space_moments(free, space, eps, observed=observed)
-            shared = 0.5 * torch.log1p(-moments.u).sum()
-            # the local objective: this shard's variables + its share of the factor terms
-            local = moments.tc - shared * (1.0 - 1.0 / world_size)
-            loss = -local
-            loss.backward()
-            if all_reduce is not None:
-                all_reduce(free.grad)
-                loss = reduce(loss.detach())
+            if observed is None:  # closed-form gradient, sums over shards inside
+                with torch.no_grad():
+                    tc, grad = row_space_objective(free.detach(), space, eps, reduce=reduce)
+                free.grad = -grad
+                loss = -tc
+            else:
+                optimizer.zero_grad()
+                moments = row_space_moments(free, space, eps, observed=observed)
+                shared = 0.5 * torch.log1p(-moments.u).sum()
+                # the local objective: this shard's variables + its share of the factor terms
+                loss = -(moments.tc - shared * (1.0 - 1.0 / world_size))
+                loss.backward()
+                if all_reduce is not None:
+                    all_reduce(free.grad)
+                    loss = reduce(loss.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError("linear CorEx objective is not finite")
             history.append(-float(loss.detach()))
@@ -456,3 +462,58 @@ def fit_row_space(
         order = torch.argsort(tcs, descending=True)
         result = free.detach()[order].clone()
     return CorexFit(result, float(final.tc), n_iter, history, converged)
+
+
+def row_space_objective(
+    coefs: Tensor, space: RowSpace, eps: float = 0.0, reduce: Reduce | None = None
+) -> tuple[Tensor, Tensor]:
+    """The objective of :func:`row_space_moments` and its gradient in closed form.
+
+    The same value as ``row_space_moments(coefs, space, eps).tc`` and the gradient that
+    autograd would give, with about a third of the elementwise passes over ``m x p`` (the
+    fit is dominated by them, not by the ``O(m r p)`` products). With ``S``, ``Q``,
+    ``M = 1 + Q - S^2`` per variable and ``a = rho / (1 - rho^2)``:
+
+    * ``dF/drho = [2 (1/(1+S) + S/M) rho - (1 + rho^2) (R a) / M] / (1 - rho^2)^2``;
+    * ``dF/dR = -1/2 a diag(1/M) a^T`` off the diagonal;
+    * then through ``rho = c P``, ``R = c G c``, ``c = (1 + g)^-1/2``, ``u = g / (1 + g)``,
+      ``P = coefs Psi`` and ``G = coefs coefs^T``.
+
+    Args:
+        coefs: ``(m, r)`` row-space coordinates (no gradient is tracked).
+        space: the samples' :class:`RowSpace`.
+        eps: annealing noise level.
+        reduce: sums over variables (all-reduce when the columns are sharded).
+
+    Returns:
+        ``(objective, gradient)``: a scalar and ``(m, r)``.
+    """
+    reduce = reduce or _identity
+    psi = space.phi_t * space.spectrum(eps).sqrt()[:, None]  # (r, p)
+    p_free = coefs @ psi
+    gram = coefs @ coefs.T
+    g = gram.diagonal()
+    c = torch.rsqrt(1.0 + g)
+    rho = p_free * c[:, None]
+    ry = gram * c[:, None] * c[None, :]
+    ry.diagonal().fill_(1.0)
+    rho2 = rho * rho
+    inv = 1.0 / (1.0 - rho2)
+    a = rho * inv
+    s = (rho * a).sum(0)
+    ra = ry @ a
+    q = (a * ra).sum(0)
+    big_m = 1.0 + q - s * s
+    objective = reduce(torch.log1p(s).sum() - 0.5 * torch.log(big_m).sum())
+    objective = objective - 0.5 * torch.log1p(g).sum()  # 1/2 log(1 - u) = -1/2 log(1 + g)
+    inv_m = 1.0 / big_m
+    alpha = 1.0 / (1.0 + s) + s * inv_m
+    g_rho = (2.0 * alpha * rho - (1.0 + rho2) * ra * inv_m) * (inv * inv)
+    g_r = reduce(-0.5 * (a * inv_m) @ a.T)
+    g_r.diagonal().fill_(0.0)
+    g_c = reduce((g_rho * p_free).sum(1)) + 2.0 * (g_r * gram * c[None, :]).sum(1)
+    g_g = -0.5 / (1.0 + g) - 0.5 * g_c * c**3
+    g_gram = g_r * c[:, None] * c[None, :]
+    g_gram.diagonal().copy_(g_g)
+    grad = reduce((g_rho * c[:, None]) @ psi.T) + (g_gram + g_gram.T) @ coefs
+    return objective, grad

@@ -10,6 +10,7 @@ from lit_info.info.corex import (
     moments_covariance,
     row_space,
     row_space_moments,
+    row_space_objective,
     variable_factor_mis,
 )
 
@@ -172,3 +173,16 @@ def test_derived_quantities():
     y = xs @ w.T + (1 - moments.u).sqrt() * torch.randn(len(xs), 2, generator=gen, dtype=x.dtype)
     regression = torch.linalg.lstsq(y, xs).solution.T  # least-squares E[x | y]
     assert torch.allclose(b, regression, atol=0.02)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.6])
+def test_closed_form_gradient_equals_autograd(eps):
+    x = _standardized(15, 40, 13)
+    space = row_space(x)
+    gen = torch.Generator().manual_seed(14)
+    coefs = (0.5 * torch.randn(5, space.rank, generator=gen, dtype=torch.float64)).requires_grad_()
+    moments = row_space_moments(coefs, space, eps)
+    (auto,) = torch.autograd.grad(moments.tc, coefs)
+    value, grad = row_space_objective(coefs.detach(), space, eps)
+    assert float(value) == pytest.approx(float(moments.tc.detach()), rel=1e-13)
+    assert torch.allclose(grad, auto, rtol=1e-10, atol=1e-13)
