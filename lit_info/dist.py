@@ -133,3 +133,59 @@ def local_log_dir(trainer: Any) -> Path | None:
     logger = trainer.loggers[0]
     folder = getattr(logger, "log_dir", None) or logger.save_dir
     return None if folder is None else Path(folder)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the incoming gradients over ranks too."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum of ``tensor`` over all ranks, with gradient (identity when not distributed).
+
+    The backward pass all-reduces the gradient as well, so autograd on every rank computes the
+    gradient of the *sum over ranks* of the rank's loss with respect to its own inputs. When
+    every rank computes the same loss from the reduced sums (a replicated loss), that is
+    ``world_size`` times the gradient of the loss: divide the loss by ``world_size`` before
+    ``backward`` (what :class:`~lit_info.methods.corex_module.CorexModule` does). Unlike
+    ``torch.distributed.nn.functional.all_reduce`` (deprecated in torch 2.x) it warns about
+    nothing and works under ``torch.inference_mode``.
+
+    Args:
+        tensor: this rank's partial sum (same shape on every rank).
+
+    Returns:
+        The sum over ranks, on every rank.
+    """
+    if world_size() == 1:
+        return tensor
+    return _AllReduceSum.apply(tensor)
+
+
+def all_gather_columns(tensor: Tensor, dim: int = -1) -> Tensor:
+    """Concatenate ``tensor`` from all ranks along ``dim`` (rank 0's slice first), no gradient.
+
+    The ranks may hold different sizes along ``dim`` (contiguous shards of uneven length); the
+    other dims must agree. A collective: every rank must call it.
+
+    Args:
+        tensor: this rank's slice.
+        dim: the sharded dimension.
+
+    Returns:
+        The full tensor on every rank (``tensor`` itself when not distributed).
+    """
+    if world_size() == 1:
+        return tensor
+    return all_gather_variable(tensor.detach().movedim(dim, 0)).movedim(0, dim)

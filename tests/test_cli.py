@@ -132,7 +132,10 @@ def test_every_experiment_config_parses():
     for path in configs:
         cfg = cli.parser.parse_args(["--config", str(path)])
         assert cfg.model.class_path.startswith("lit_info.methods."), path
-        assert cfg.data.class_path == "lit_info.data.NoisyImageDataModule", path
+        # images for the noisy-label and SUI configs; multivariate data for (T-)CorEx
+        timeseries = path.parent.name in ("corex", "tcorex")
+        expected = "TimeSeriesDataModule" if timeseries else "NoisyImageDataModule"
+        assert cfg.data.class_path == f"lit_info.data.{expected}", path
         assert isinstance(cfg.seed_everything, int)
 
 

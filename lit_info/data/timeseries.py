@@ -867,7 +867,11 @@ class TimeSeriesDataModule(pl.LightningDataModule):
                 assert n_periods is not None
                 _segment_lengths(n_periods, n_segments, 2 if source == "smooth_change" else 1)
 
-        self.save_hyperparameters()
+        # A file decides p (and T when n_periods is unset): those arguments are then not
+        # hyper-parameters of the data. Kept, they would contradict the values a model receives
+        # from model_hints(), and Lightning refuses to log the two hparams sets together.
+        decided = ["n_variables"] + (["n_periods"] if n_periods is None else [])
+        self.save_hyperparameters(ignore=decided if source == "file" else None)
         self.source = source
         self.n_variables = int(n_variables)
         self.n_factors = int(n_factors)

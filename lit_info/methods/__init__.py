@@ -1,6 +1,7 @@
 """LightningModules, one file per method."""
 
 from lit_info.methods.classifier import Classifier
+from lit_info.methods.corex_module import CorexModule
 from lit_info.methods.limit import LIMIT
 
-__all__ = ["Classifier", "LIMIT"]
+__all__ = ["Classifier", "CorexModule", "LIMIT"]
