@@ -758,7 +758,10 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         val_samples: Validation samples per period (>= 0).
         test_samples: Test samples per period (>= 0).
         file: Table file (.csv, .tsv, .npy or .npz; see :func:`read_table`), only with source
-            file. Missing cells stay NaN in the tensors.
+            file; a relative path that does not exist from the working directory is looked up
+            under ``data_dir``. Missing cells stay NaN in the tensors.
+        data_dir: Folder for relative ``file`` paths; unset = the ``LIT_INFO_DATA``
+            environment variable, else ``./data`` (as the image datamodules).
         columns: Columns of the file to use, by name (default: all); only with source file.
         batch_size: Training batch size; unset = the whole training split in one batch
             (full-batch training, unshuffled). Evaluation loaders use the same size, unset =
@@ -797,6 +800,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         val_samples: int = 16,
         test_samples: int = 1000,
         file: str | None = None,
+        data_dir: str | None = None,
         columns: list[str] | None = None,
         batch_size: int | None = None,
         dtype: str = "float64",
@@ -885,7 +889,10 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         self.train_samples = int(train_samples)
         self.val_samples = int(val_samples)
         self.test_samples = int(test_samples)
+        self.data_dir = Path(data_dir or os.environ.get("LIT_INFO_DATA", "./data"))
         self.file = None if file is None else Path(file)
+        if self.file is not None and not self.file.is_absolute() and not self.file.exists():
+            self.file = self.data_dir / self.file
         self.columns = None if columns is None else list(columns)
         self.batch_size = batch_size
         self.dtype = dtype

@@ -241,7 +241,7 @@ def test_fmri_config_fits_the_28_bold_signals(datasets_dir, tmp_path):
             "--config",
             str(config),
             *QUIET,
-            f"--data.init_args.file={path}",
+            f"--data.init_args.data_dir={datasets_dir}",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.max_epochs=3",
         ]
