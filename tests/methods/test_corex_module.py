@@ -209,10 +209,10 @@ def test_corex_configs_print_with_the_data_hints(config, capsys, request):
     source = yaml.safe_load(config.read_text())["data"]["init_args"]
     if source.get("source") == "file":  # the hints read the file: use the shared copy
         datasets = request.getfixturevalue("datasets_dir")
-        path = datasets / Path(source["file"]).relative_to("data")
+        path = datasets / source["file"]
         if not path.is_file():
             pytest.skip(f"{path} not found")
-        extra = [f"--data.init_args.file={path}"]
+        extra = [f"--data.init_args.data_dir={datasets}"]
     with pytest.raises(SystemExit) as stop:
         main(["fit", "--config", str(config), *extra, "--print_config"])
     assert stop.value.code == 0
