@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench bench-sui bench-detection lint tensorboard notebooks clean
+.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-detection lint tensorboard notebooks clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/throughput.py
 	$(MAKE) bench-sui
+	$(MAKE) bench-corex
+
+# Linear CorEx / T-CorEx: fit time and NLL against linearcorex (about 1 min), growth in p up to
+# p = 100,000 (about 15 s), covariance quality against LW / OAS / GLASSO / FA / linearcorex (a
+# few min, GLASSO dominates), T-CorEx on the sudden-change data (a few min)
+bench-corex: setup
+	$(PY) benchmarks/corex_speed.py --scale
+	$(PY) benchmarks/corex_quality.py
+	$(PY) benchmarks/corex_temporal.py
 
 # SUI: speed vs the per-sample reference (about 12 min on 2 cores, mostly the reference at
 # n = 1000), ground truth vs retraining (a few min), mislabeled detection with the logistic-

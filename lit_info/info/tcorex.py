@@ -24,6 +24,7 @@ top of them; the covariance penalty never forms ``p x p``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from lit_info.info.low_rank import LowRankPlusDiagonal
 
 __all__ = [
     "REG_TYPES",
+    "batch_sample_weights",
     "covariance_difference_penalty",
     "difference_penalty",
     "implied_factors",
@@ -43,6 +45,8 @@ __all__ = [
     "regularized_matrices",
     "sample_weights",
     "smooth_abs",
+    "temporal_penalty",
+    "weighted_batch_standardization",
     "weighted_standardization",
 ]
 
@@ -199,3 +203,123 @@ def period_covariances(moments: CorexMoments, scale: Tensor | None) -> list[LowR
         cov = LowRankPlusDiagonal(1.0 - (f * f).sum(1), f)
         out.append(cov if scale is None else cov.scaled(scale[t]))
     return out
+
+
+def batch_sample_weights(period: Tensor, n_periods: int, gamma: float | None) -> Tensor:
+    """``(T, N)`` sample weights of a batch: ``gamma^|t - period_n|``, each row summing to one.
+
+    The counterpart of ``sample_weights(period_mixing(counts, gamma), period)`` for samples
+    given by their periods (a minibatch, a whole split): on the whole training split the two
+    agree up to rounding. Without ``gamma`` period ``t`` weighs its own samples equally; a
+    period with no weight in the batch (``gamma=None`` and none of its samples) gets a row of
+    zeros.
+
+    Args:
+        period: ``(N,)`` integer period of every sample, in ``[0, n_periods)``.
+        n_periods: ``T``.
+        gamma: decay in ``(0, 1]``, or ``None`` for independent periods.
+    """
+    dtype = torch.float64 if not torch.is_floating_point(period) else period.dtype
+    periods = torch.arange(n_periods, device=period.device)
+    lag = (periods[:, None] - period.long()[None, :]).abs()
+    if gamma is None:
+        raw = (lag == 0).to(dtype)
+    else:
+        raw = torch.pow(torch.tensor(float(gamma), dtype=dtype, device=period.device), lag)
+    total = raw.sum(1, keepdim=True)
+    return raw / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def weighted_batch_standardization(
+    x: Tensor, period: Tensor, omega: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Weighted mean and (population) standard deviation, ``T x p`` each, of a batch.
+
+    The torch counterpart of :func:`weighted_standardization` for samples given with their
+    periods (a minibatch, a whole split), with the same two sums of nonnegative terms: per
+    period ``s`` of the batch its mean ``m_s`` and centered sum of squares, then
+    ``mean_t = sum_s C[t, s] m_s`` and ``var_t = sum_n omega_tn (x_n - m_{s(n)})^2 +
+    sum_s C[t, s] (m_s - mean_t)^2`` with ``C[t, s]`` the total weight of period ``s`` in
+    period ``t``: no cancellation for large offsets between periods, no ``T x N x p`` tensor
+    (``T x T x p``, as :func:`weighted_standardization`). A row of ``omega`` summing to zero
+    (a period without weight in the batch) gives the placeholders mean 0, standard deviation 1.
+
+    Args:
+        x: ``(N, p)`` samples.
+        period: ``(N,)`` integer period of every sample, in ``[0, T)``.
+        omega: ``(T, N)`` nonnegative weights, rows summing to one (or zero), constant within
+            each period (:func:`batch_sample_weights`).
+    """
+    n_periods = omega.shape[0]
+    omega = omega.to(x.dtype)
+    period = period.long()
+    counts = torch.zeros(n_periods, dtype=x.dtype, device=x.device)
+    counts.index_add_(0, period, torch.ones_like(period, dtype=x.dtype))
+    sums = torch.zeros(n_periods, x.shape[1], dtype=x.dtype, device=x.device)
+    sums.index_add_(0, period, x)
+    means = sums / counts.clamp_min(1.0)[:, None]  # (T, p), 0 for periods not in the batch
+    xc = x - means[period]
+    total = torch.zeros(n_periods, n_periods, dtype=x.dtype, device=x.device)
+    total.index_add_(1, period, omega)  # C[t, s]
+    mean = total @ means
+    spread = torch.einsum("ts,tsp->tp", total, (means[None, :, :] - mean[:, None, :]) ** 2)
+    var = omega @ (xc * xc) + spread
+    present = omega.sum(1, keepdim=True) > 0
+    mean = torch.where(present, mean, torch.zeros_like(mean))
+    return mean, torch.where(present, var.sqrt(), torch.ones_like(var))
+
+
+def temporal_penalty(
+    moments: CorexMoments,
+    free_weights: Tensor,
+    reg_type: str,
+    l1: float,
+    l2: float,
+    delta: float = 0.0,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The T-CorEx penalty ``l1 sum_t |M_{t+1} - M_t|_1 + l2 sum_t ||M_{t+1} - M_t||_F^2``.
+
+    ``M_t`` by :func:`regularized_matrices` (``W``, ``MI``) or, for ``covariance``, ``l2``
+    times :func:`covariance_difference_penalty` of the implied factors (``l1`` must be 0).
+    With the variables split across processes (the last axis of ``free_weights`` and of the
+    moments), ``reduce`` sums over them: the ``W`` / ``MI`` terms are sums over variables, the
+    covariance term needs its ``m x m`` Gram products and its diagonal correction summed.
+
+    Args:
+        moments: the batched moments of ``free_weights``.
+        free_weights: ``(T, m, p)`` free weights ``V``.
+        reg_type: one of :data:`REG_TYPES`.
+        l1: weight of the absolute differences.
+        l2: weight of the squared differences.
+        delta: smoothing of ``|.|`` (:func:`smooth_abs`; 0 = exact).
+        reduce: sum over variable shards (None: not sharded).
+
+    Returns:
+        The penalty (a scalar, 0 when ``l1 = l2 = 0``).
+
+    Raises:
+        ValueError: on an unknown ``reg_type`` or ``l1 > 0`` with ``covariance``.
+    """
+    if reg_type not in REG_TYPES:
+        raise ValueError(f"reg_type={reg_type!r}; choose one of {', '.join(REG_TYPES)}")
+    if l1 == 0 and l2 == 0:
+        return free_weights.new_zeros(())
+    if reg_type != "covariance":
+        mats = regularized_matrices(moments, free_weights, reg_type)
+        out = difference_penalty(mats, float(l1), float(l2), delta)
+        return out if reduce is None else reduce(out)
+    if l1 != 0:
+        raise ValueError("reg_type='covariance' supports l2 only (l1 must be 0)")
+    factors = implied_factors(moments)
+    if reduce is None:
+        return l2 * covariance_difference_penalty(factors)
+    if factors.shape[0] < 2:
+        return factors.new_zeros(())
+    fa, fb = factors[1:], factors[:-1]
+    gaa = reduce(fa.transpose(-1, -2) @ fa)
+    gbb = reduce(fb.transpose(-1, -2) @ fb)
+    gab = reduce(fa.transpose(-1, -2) @ fb)
+    full = (gaa * gaa).sum() + (gbb * gbb).sum() - 2.0 * (gab * gab).sum()
+    diag = (fa * fa).sum(-1) - (fb * fb).sum(-1)
+    return l2 * (full - reduce((diag * diag).sum()))

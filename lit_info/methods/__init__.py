@@ -3,5 +3,6 @@
 from lit_info.methods.classifier import Classifier
 from lit_info.methods.corex_module import CorexModule
 from lit_info.methods.limit import LIMIT
+from lit_info.methods.tcorex_module import TCorexModule
 
-__all__ = ["Classifier", "CorexModule", "LIMIT"]
+__all__ = ["Classifier", "CorexModule", "LIMIT", "TCorexModule"]
