@@ -24,18 +24,19 @@ top of them; the covariance penalty never forms ``p x p``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from lit_info.info.corex import CorexMoments, variable_factor_mis
-from lit_info.info.low_rank import LowRankPlusDiagonal
+from lit_info.info.low_rank import LowRankPlusDiagonal, inverse_difference_norms
 
 __all__ = [
     "REG_TYPES",
     "batch_sample_weights",
+    "change_point_norms",
     "covariance_difference_penalty",
     "difference_penalty",
     "implied_factors",
@@ -203,6 +204,27 @@ def period_covariances(moments: CorexMoments, scale: Tensor | None) -> list[LowR
         cov = LowRankPlusDiagonal(1.0 - (f * f).sum(1), f)
         out.append(cov if scale is None else cov.scaled(scale[t]))
     return out
+
+
+def change_point_norms(covariances: Sequence[LowRankPlusDiagonal]) -> dict[str, np.ndarray]:
+    """Norms of the differences of neighbouring inverse correlation matrices (``T - 1``).
+
+    The T-CorEx change-point scores (:func:`~lit_info.info.low_rank.inverse_difference_norms`,
+    no ``p x p`` matrix for large ``p``).
+
+    Args:
+        covariances: the ``T`` periods' covariance estimates, in order.
+
+    Returns:
+        ``{"frobenius": ..., "spectral": ...}``: entry ``t`` compares periods ``t`` and
+        ``t + 1``.
+    """
+    fro, spec = [], []
+    for first, second in zip(covariances[:-1], covariances[1:], strict=True):
+        f, s = inverse_difference_norms(first, second)
+        fro.append(float(f))
+        spec.append(float(s))
+    return {"frobenius": np.array(fro), "spectral": np.array(spec)}
 
 
 def batch_sample_weights(period: Tensor, n_periods: int, gamma: float | None) -> Tensor:

@@ -56,16 +56,14 @@ from lit_info.info.corex import (
     factor_tcs,
     variable_factor_mis,
 )
-from lit_info.info.low_rank import LowRankPlusDiagonal, inverse_difference_norms
+from lit_info.info.low_rank import LowRankPlusDiagonal
 from lit_info.info.tcorex import (
     REG_TYPES,
-    covariance_difference_penalty,
-    difference_penalty,
-    implied_factors,
+    change_point_norms,
     period_covariances,
     period_mixing,
-    regularized_matrices,
     sample_weights,
+    temporal_penalty,
     weighted_standardization,
 )
 from lit_info.methods.corex import LinearCorex, validate_samples
@@ -376,12 +374,8 @@ class TCorex(BaseEstimator):
         return self._torch(np.broadcast_to(free, (n_periods, *free.shape)).copy())
 
     def _penalty(self, moments: CorexMoments, v: torch.Tensor, delta: float) -> torch.Tensor:
-        if self.l1 == 0 and self.l2 == 0:
-            return v.new_zeros(())
-        if self.reg_type == "covariance":
-            return self.l2 * covariance_difference_penalty(implied_factors(moments))
-        mats = regularized_matrices(moments, v, self.reg_type)
-        return difference_penalty(mats, float(self.l1), float(self.l2), delta)
+        """:func:`~lit_info.info.tcorex.temporal_penalty` of ``v`` (that of TCorexModule)."""
+        return temporal_penalty(moments, v, self.reg_type, self.l1, self.l2, delta)
 
     def _optimize(
         self,
@@ -561,13 +555,7 @@ class TCorex(BaseEstimator):
             ``t + 1`` (:func:`~lit_info.info.low_rank.inverse_difference_norms`, no ``p x p``
             matrix for large ``p``).
         """
-        covs = self.covariance_low_rank()
-        fro, spec = [], []
-        for first, second in zip(covs[:-1], covs[1:], strict=True):
-            f, s = inverse_difference_norms(first, second)
-            fro.append(float(f))
-            spec.append(float(s))
-        return {"frobenius": np.array(fro), "spectral": np.array(spec)}
+        return change_point_norms(self.covariance_low_rank())
 
     def moments(self) -> CorexMoments:
         """The fitted batched :class:`~lit_info.info.corex.CorexMoments` (torch tensors)."""

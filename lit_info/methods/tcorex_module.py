@@ -93,106 +93,51 @@ steps gather all columns on every process: ``init_from_pooled`` (every process f
 ``LinearCorex`` on the whole ``N x p`` training split, once) and the change-point scores
 (``p x m`` factors per period, when images are due). Under plain ``ddp`` (samples split,
 weights replicated) each process's batch is a minibatch and DDP averages the gradients.
+
+The sharding, checkpoint, logging and optimizer plumbing is ``CorexModule``'s, in their base
+:class:`~lit_info.methods.corex_base.CorexModuleBase`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lit_info.dist import all_gather_columns, all_reduce_sum
-from lit_info.info.corex import (
-    CorexMoments,
-    corex_moments,
-    factor_information,
-    variable_factor_mis,
-)
-from lit_info.info.low_rank import LowRankPlusDiagonal, inverse_difference_norms
+from lit_info.dist import all_gather_columns
+from lit_info.info.corex import CorexMoments, corex_moments
+from lit_info.info.low_rank import LowRankPlusDiagonal
 from lit_info.info.tcorex import (
     REG_TYPES,
     batch_sample_weights,
+    change_point_norms,
     period_covariances,
     period_mixing,
     temporal_penalty,
     weighted_batch_standardization,
     weighted_standardization,
 )
-from lit_info.methods.base import check_finite_loss
 from lit_info.methods.corex import LinearCorex
-from lit_info.methods.corex_module import annealing_eps, sharded_nll
-from lit_info.strategies import VariableShardingStrategy
+from lit_info.methods.corex_base import (
+    Batch,
+    CorexModuleBase,
+    bar_image,
+    check_integers,
+    check_positive,
+    require_hints,
+    sharded_nll,
+    split_batch,
+    upscale,
+)
 
 __all__ = ["TCorexModule", "bar_image"]
 
-Batch = tuple[Tensor, Tensor, Tensor]
-Reduce = Callable[[Tensor], Tensor] | None
 
-# on_before_batch_transfer slices the batch to this process's variables before it reaches the
-# device; Lightning warns whenever a module overrides it next to a datamodule
-warnings.filterwarnings(
-    "ignore", message=r"You have overridden `on_before_batch_transfer` in `LightningModule` but"
-)
-#: Per-variable tensors (last dim = the variables): sliced under sharding, gathered in checkpoints.
-_PER_VARIABLE = ("free_weights", "mean", "scale")
-_STAGES = ("val", "test")
-
-
-def bar_image(values: Tensor, height: int = 64, bar: int = 12, gap: int = 4) -> Tensor:
-    """``(3, height, W)`` bar chart of nonnegative ``values``, bars scaled to the largest.
-
-    Dark blue bars on white, left to right, ``bar`` pixels wide with ``gap`` pixels between
-    them (and at the edges); a bar of zero height is drawn as a one-pixel line.
-
-    Args:
-        values: ``(k,)`` nonnegative numbers (NaN is drawn as zero).
-        height: image height in pixels.
-        bar: bar width in pixels.
-        gap: gap width in pixels.
-    """
-    values = torch.nan_to_num(values.detach().double().cpu().clamp_min(0.0), nan=0.0)
-    k = int(values.shape[0])
-    top = float(values.max()) if k else 0.0
-    heights = (values / top * height).round().long() if top > 0 else torch.zeros(k).long()
-    heights = heights.clamp(1, height)
-    width = gap + k * (bar + gap)
-    image = torch.ones(3, height, width)
-    color = torch.tensor([0.12, 0.3, 0.6])
-    for j in range(k):
-        left = gap + j * (bar + gap)
-        image[:, height - int(heights[j]) :, left : left + bar] = color[:, None, None]
-    return image
-
-
-def _map_optimizer_states(checkpoint: dict[str, Any], fn: Callable[[Tensor], Tensor]) -> None:
-    """Apply ``fn`` to every tensor of the optimizer states, in new dicts (see CorexModule)."""
-    for opt_state in checkpoint.get("optimizer_states", []):
-        opt_state["state"] = {
-            index: {k: fn(v) if isinstance(v, Tensor) else v for k, v in param_state.items()}
-            for index, param_state in opt_state.get("state", {}).items()
-        }
-
-
-def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
-    """``(x, period)`` of a ``(x, period, index)`` batch; a bare ``x`` is all period 0."""
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-        if len(batch) > 1:
-            return x, torch.as_tensor(batch[1], device=x.device).long()
-    else:
-        x = batch
-    return x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-
-
-class TCorexModule(pl.LightningModule):
+class TCorexModule(CorexModuleBase):
     """T-CorEx (Harutyunyan et al., arXiv 1905.13276) trained by Adam, full or minibatch.
 
     Learns ``n_hidden`` linear factors per period of the ``n_variables`` variables of a
@@ -250,22 +195,15 @@ class TCorexModule(pl.LightningModule):
         max_image_variables: int = 512,
     ) -> None:
         super().__init__()
-        for name, value in (("n_variables", n_variables), ("n_periods", n_periods)):
-            if value is None:
-                raise ValueError(
-                    f"TCorexModule needs {name}; the CLI fills it from the datamodule "
-                    f"(model_hints); in Python pass it explicitly, e.g. {name}=dm.{name}"
-                )
-        for name, value, low in (
+        require_hints("TCorexModule", n_variables=n_variables, n_periods=n_periods)
+        check_integers(
             ("n_variables", n_variables, 1),
             ("n_periods", n_periods, 1),
             ("n_hidden", n_hidden, 1),
             ("epochs_per_stage", epochs_per_stage, 1),
             ("image_every_n_epochs", image_every_n_epochs, 0),
             ("max_image_variables", max_image_variables, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        )
         for name, value in (("l1", l1), ("l2", l2), ("smoothing", smoothing)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -284,10 +222,7 @@ class TCorexModule(pl.LightningModule):
             raise ValueError(f"gamma must lie in (0, 1] (or be unset), got {gamma!r}")
         if optimizer != "adam":
             raise ValueError(f"optimizer must be 'adam', got {optimizer!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        check_positive(lr=lr, init_scale=init_scale)
         self.save_hyperparameters()
         assert n_variables is not None and n_periods is not None
         t, m, p = int(n_periods), int(n_hidden), int(n_variables)
@@ -306,149 +241,10 @@ class TCorexModule(pl.LightningModule):
         self.register_buffer("mixing", torch.zeros(t, t))
         self.register_buffer("n_fit_samples", torch.zeros(t, dtype=torch.long))
         self.pooled_corex: LinearCorex | None = None
-        self._columns: tuple[int, int] | None = None  # this process's variables when sharded
-        self._bounds: list[tuple[int, int]] = [(0, p)]
-        self._train: tuple[Tensor, Tensor, Tensor] | None = None  # x, period, sample weights
-        self._cache: tuple[Any, CorexMoments] | None = None
+        self._init_shards()  # _train: x, period, sample weights of the training split
         self._nll: dict[str, Tensor] = {}
 
-    # -- sharding -----------------------------------------------------------------------------
-    @property
-    def num_shards(self) -> int:
-        """Number of processes the variables are split over (1 when not sharded)."""
-        return len(self._bounds)
-
-    @property
-    def columns(self) -> tuple[int, int]:
-        """``(first, end)``: the variables this process owns (all of them when not sharded)."""
-        return self._columns or (0, self.n_variables)
-
-    @property
-    def reduce(self) -> Reduce:
-        """The sum over variable shards (an all-reduce with gradient), None when not sharded."""
-        return all_reduce_sum if self.num_shards > 1 else None
-
-    def _sum(self, t: Tensor) -> Tensor:
-        return t if self.num_shards == 1 else all_reduce_sum(t)
-
-    def _gather(self, t: Tensor) -> Tensor:
-        """All variables of a per-variable tensor (last dim), on every process (a collective)."""
-        return t if self.num_shards == 1 else all_gather_columns(t, dim=-1)
-
-    def setup(self, stage: str) -> None:
-        """Check the strategy and, when sharding, keep only this process's variables.
-
-        Raises:
-            ValueError: when ``shard_variables`` and the strategy disagree on several processes.
-        """
-        trainer = self.trainer
-        world = trainer.world_size
-        shard = bool(self.hparams.shard_variables)
-        by_variables = isinstance(trainer.strategy, VariableShardingStrategy)
-        if world > 1 and shard and not by_variables:
-            raise ValueError(
-                "TCorexModule(shard_variables=True) on several processes needs "
-                "--trainer.strategy ddp_variables (every process sees every sample and owns a "
-                f"slice of the variables); got {type(trainer.strategy).__name__}"
-            )
-        if world > 1 and by_variables and not shard:
-            raise ValueError(
-                "--trainer.strategy ddp_variables splits the variables: set "
-                "--model.init_args.shard_variables true (or use strategy ddp to split samples)"
-            )
-        if not shard or world == 1 or self._columns is not None:
-            return
-        p = self.n_variables
-        if p < world:
-            raise ValueError(f"cannot shard {p} variables over {world} processes")
-        edges = [round(k * p / world) for k in range(world + 1)]
-        self._bounds = list(zip(edges[:-1], edges[1:], strict=True))
-        self._columns = self._bounds[trainer.global_rank]
-        # every process starts from rank 0's weights (the same seed gives the same ones anyway)
-        full = self.free_weights.data.to(trainer.strategy.root_device)
-        dist.broadcast(full, src=0)
-        lo, hi = self._columns
-        local = full[..., lo:hi].to(self.free_weights.device).clone()
-        self.free_weights = nn.Parameter(local)
-        self.mean = self.mean[:, lo:hi].clone()
-        self.scale = self.scale[:, lo:hi].clone()
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Keep this process's columns of ``x`` (before the batch reaches the device)."""
-        if self._columns is None:
-            return batch
-        x, *rest = batch
-        lo, hi = self._columns
-        return (x[:, lo:hi], *rest)
-
-    # -- checkpoints: full tensors, whatever the number of processes ---------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Gather the sharded weights, statistics and optimizer state into the checkpoint."""
-        if self._columns is None:
-            return
-        state = checkpoint["state_dict"]
-        for name in _PER_VARIABLE:
-            state[name] = self._gather(state[name])
-        local = tuple(self.free_weights.shape)
-        _map_optimizer_states(
-            checkpoint, lambda t: self._gather(t) if tuple(t.shape) == local else t
-        )
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Load float64 weights losslessly; slice a (full) checkpoint when sharded.
-
-        As ``CorexModule``: under ``precision: 64-true`` the module is converted to float64
-        before the state is loaded, so the float64 weights are not rounded to float32.
-        """
-        trainer = self._trainer
-        if trainer is not None and str(trainer.precision).startswith("64"):
-            self.double()
-        if self._columns is None:
-            return
-        lo, hi = self._columns
-        p = self.n_variables
-        state = checkpoint["state_dict"]
-        for name in _PER_VARIABLE:
-            if name in state and state[name].shape[-1] == p:
-                state[name] = state[name][..., lo:hi].clone()
-        full = (self.n_periods, self.n_hidden, p)
-        _map_optimizer_states(
-            checkpoint, lambda t: t[..., lo:hi].clone() if tuple(t.shape) == full else t
-        )
-
     # -- data -----------------------------------------------------------------------------------
-    def _training_loader(self) -> Any:
-        trainer = self.trainer
-        datamodule = trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "train_dataloader"):
-            return datamodule.train_dataloader()
-        source = getattr(trainer.fit_loop, "_data_source", None)
-        if source is not None and source.is_defined():
-            return source.dataloader()
-        raise ValueError(
-            "TCorexModule needs the training split (standardization and the covariance "
-            "estimates come from it): give the trainer a datamodule with train_dataloader()"
-        )
-
-    def _read_training_set(self) -> tuple[Tensor, Tensor]:
-        """The whole training split (this process's columns, float64) and its periods, CPU."""
-        lo, hi = self.columns
-        xs, periods = [], []
-        for batch in self._training_loader():
-            x, period = _split_batch(batch)
-            xs.append(x[:, lo:hi].to(torch.float64).cpu())
-            periods.append(period.cpu())
-        if not xs:
-            raise ValueError("TCorexModule: the training split is empty")
-        return torch.cat(xs), torch.cat(periods)
-
-    def _agree(self, flag: bool) -> bool:
-        """``flag`` on any process (a collective when sharded, so all raise together)."""
-        if self.num_shards == 1:
-            return flag
-        value = torch.tensor(float(flag), device=self.device)
-        return bool(self._sum(value) > 0)
-
     def prepare_training_set(self) -> None:
         """Read the training split once: statistics (first fit only) and the cached samples.
 
@@ -523,12 +319,6 @@ class TCorexModule(pl.LightningModule):
         self.free_weights.copy_(free_t.to(self.free_weights).expand_as(self.free_weights))
 
     # -- the model ------------------------------------------------------------------------------
-    @property
-    def eps(self) -> float:
-        """The annealing noise of the current epoch."""
-        epoch = self.trainer.current_epoch if self._trainer is not None else 0
-        return annealing_eps(epoch, self.hparams.epochs_per_stage, self.hparams.anneal)
-
     def penalty(self, moments: CorexMoments) -> Tensor:
         """The temporal penalty of the free weights with these moments (summed over shards)."""
         hp = self.hparams
@@ -576,10 +366,6 @@ class TCorexModule(pl.LightningModule):
         tc = torch.where(present, moments.tc, torch.zeros_like(moments.tc))
         return tc, self.penalty(moments)
 
-    def factor_tcs(self, moments: CorexMoments) -> Tensor:
-        """``(T, m)``: each factor's TC per period, summed over all shards."""
-        return self._sum(variable_factor_mis(moments).sum(-1)) - factor_information(moments)
-
     def train_moments(self) -> CorexMoments:
         """The batched moments of the current weights on the whole training split, ``eps = 0``.
 
@@ -590,22 +376,19 @@ class TCorexModule(pl.LightningModule):
         self.prepare_training_set()
         assert self._train is not None
         x, _, omega = self._train
-        key = (self.free_weights._version, self.free_weights.data_ptr())
-        if self._cache is None or self._cache[0] != key:
-            dtype = self.free_weights.dtype
-            with torch.no_grad():
-                moments = corex_moments(
-                    x,
-                    self.free_weights,
-                    0.0,
-                    free=True,
-                    sample_weights=omega,
-                    mean=self.mean.to(dtype),
-                    scale=self.scale.to(dtype),
-                    reduce=self.reduce,
-                )
-            self._cache = (key, moments)
-        return self._cache[1]
+        dtype = self.free_weights.dtype
+        return self._cached_moments(
+            lambda: corex_moments(
+                x,
+                self.free_weights,
+                0.0,
+                free=True,
+                sample_weights=omega,
+                mean=self.mean.to(dtype),
+                scale=self.scale.to(dtype),
+                reduce=self.reduce,
+            )
+        )
 
     def covariances(self) -> list[LowRankPlusDiagonal]:
         """Every period's covariance estimate of the standardized variables (local rows)."""
@@ -629,12 +412,7 @@ class TCorexModule(pl.LightningModule):
             LowRankPlusDiagonal(self._gather(c.diagonal), self._gather(c.factor.T).T)
             for c in self.covariances()
         ]
-        fro, spec = [], []
-        for first, second in zip(covs[:-1], covs[1:], strict=True):
-            f, s = inverse_difference_norms(first, second)
-            fro.append(float(f))
-            spec.append(float(s))
-        return {"frobenius": np.array(fro), "spectral": np.array(spec)}
+        return change_point_norms(covs)
 
     def standardize(self, x: Tensor, period: Tensor) -> Tensor:
         """``(x - mean_t) / scale_t`` with each sample's period's training statistics."""
@@ -675,47 +453,21 @@ class TCorexModule(pl.LightningModule):
         return self._sum(y)
 
     # -- steps ----------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        """Statistics, pooled start and training split, before the sanity check."""
-        self._cache = None
-        self._train = None  # read again (the statistics are kept once computed)
-        self.prepare_training_set()
-
-    def on_validation_start(self) -> None:
-        """Read the training split if not yet done (``validate`` without ``fit``)."""
-        self.prepare_training_set()
-
-    def on_test_start(self) -> None:
-        """Read the training split if not yet done (the covariance estimates need it)."""
-        self.prepare_training_set()
-
-    def on_predict_start(self) -> None:
-        """Read the training split if not yet done (the factors' normalization needs it)."""
-        self.prepare_training_set()
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """``-(sum_t TC_t - penalty) / T`` of the batch at the epoch's noise (/ the shards)."""
-        x, period = _split_batch(batch)
+        x, period = split_batch(batch)
         eps = self.eps
         tcs, penalty = self.objective(x, period, eps)
         tc = tcs.sum()
         loss = -(tc - penalty) / self.n_periods
-        check_finite_loss(loss, self, batch_idx)
-        n = int(x.shape[0])
-        logged = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
-        self.log("train/tc", tc, prog_bar=True, **logged)
-        self.log("train/penalty", penalty, **logged)
-        self.log("train/loss", loss, **logged)
-        self.log("train/eps", eps, **logged)
-        # every process backpropagates the same loss through the all-reduces: N times the
-        # gradient of its slice (see CorexModule)
-        return loss / self.num_shards
+        # divided by the shards, as CorexModule's
+        return self._training_loss(loss, batch_idx, int(x.shape[0]), tc, eps, penalty=penalty)
 
     def _eval_start(self, stage: str) -> None:
         self._nll[stage] = torch.zeros(2, self.n_periods, dtype=torch.float64, device=self.device)
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        x, period = _split_batch(batch)
+        x, period = split_batch(batch)
         sums, counts = self.period_nll(x, period)
         if stage not in self._nll:
             self._eval_start(stage)
@@ -760,31 +512,15 @@ class TCorexModule(pl.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Per sample: dataset index, period and the factors (``factors_0 ...``)."""
-        x, period = _split_batch(batch)
+        x, period = split_batch(batch)
         out = {"period": period, "factors": self(x, period)}
         if isinstance(batch, (tuple, list)) and len(batch) > 2:
             out = {"index": batch[2], **out}
         return out
 
-    def on_train_epoch_end(self) -> None:
-        """Per-period TC histogram; change-point and weight images when due (rank zero)."""
-        writer = self._tensorboard()
-        if writer is None:
-            return
-        moments = self.train_moments()
-        epoch = self.current_epoch
-        if self.trainer.is_global_zero:
-            writer.add_histogram("tcorex/period_tc", moments.tc.detach().float().cpu(), epoch)
-        every = self.hparams.image_every_n_epochs
-        last = self.trainer.max_epochs is not None and epoch + 1 >= self.trainer.max_epochs
-        if every > 0 and ((epoch + 1) % every == 0 or last):
-            self._log_images(writer, moments, epoch)
-
-    def _tensorboard(self) -> Any:
-        if self._trainer is None:
-            return None
-        loggers = [lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        return loggers[0].experiment if loggers else None
+    def _epoch_histogram(self, moments: CorexMoments) -> tuple[str, Tensor]:
+        """``tcorex/period_tc``: the ``T`` per-period TCs."""
+        return "tcorex/period_tc", moments.tc
 
     @torch.no_grad()
     def _log_images(self, writer: Any, moments: CorexMoments, epoch: int) -> None:
@@ -810,30 +546,8 @@ class TCorexModule(pl.LightningModule):
         rows = max(cols, 48 // m)
         bands = []
         for t in range(t_count):
-            band = w[t].repeat_interleave(rows, 0).repeat_interleave(cols, 1)
-            bands.append(band)
+            bands.append(upscale(w[t], rows, cols))
             if t + 1 < t_count:
                 bands.append(torch.full((1, p * cols), 0.5))
         image = torch.cat(bands).unsqueeze(0)
         writer.add_image("tcorex/weights", image, epoch, dataformats="CHW")
-
-    # -- optimization ---------------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam on the free weights."""
-        return torch.optim.Adam([self.free_weights], lr=self.hparams.lr)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Lightning's clipping; by norm, the norm over all shards when sharded."""
-        if self.num_shards == 1 or not gradient_clip_val or gradient_clip_algorithm == "value":
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        grad = self.free_weights.grad
-        if grad is None:
-            return
-        norm = self._sum(grad.pow(2).sum()).sqrt()
-        grad.mul_((gradient_clip_val / (norm + 1e-6)).clamp(max=1.0))

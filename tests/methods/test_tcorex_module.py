@@ -15,24 +15,23 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
+import corex_helpers as helpers
 import numpy as np
 import pytest
 import torch
-import yaml
-from lightning.pytorch.strategies import DDPStrategy
 
 from lit_info.cli import main
 from lit_info.data import TimeSeriesDataModule
 from lit_info.info.corex import ANNEAL_SCHEDULE, corex_moments, factor_tcs
 from lit_info.info.tcorex import (
     batch_sample_weights,
+    covariance_difference_penalty,
+    difference_penalty,
+    implied_factors,
     period_mixing,
+    regularized_matrices,
     sample_weights,
     temporal_penalty,
     weighted_batch_standardization,
@@ -41,30 +40,13 @@ from lit_info.info.tcorex import (
 from lit_info.methods import TCorexModule
 from lit_info.methods.corex import TCorex
 from lit_info.methods.tcorex_module import bar_image
-from lit_info.strategies import VariableShardingStrategy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "tcorex").glob("*.yaml"))
 SUDDEN = ROOT / "configs" / "tcorex" / "sudden_change_p128.yaml"
 SCRIPT = ROOT / "tests" / "scripts" / "ddp_tcorex.py"
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 F64 = torch.float64
 P, M, T = 20, 3, 5
-
-
-def _trainer(**kwargs) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    args.update(kwargs)
-    return pl.Trainer(**args)
 
 
 def _data(**kwargs) -> TimeSeriesDataModule:
@@ -97,15 +79,6 @@ def _tcorex_start(seed: int) -> torch.Tensor:
     """``TCorex(init=False, random_state=seed)``'s start, one period."""
     g = torch.randn(M, P, generator=torch.Generator().manual_seed(seed), dtype=F64)
     return 0.1 * g / g.norm(dim=1, keepdim=True)
-
-
-def _events(run_dir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    path = sorted(run_dir.glob("events.out.tfevents.*"))[0]  # the fit's (a test adds one)
-    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
-    acc.Reload()
-    return acc
 
 
 # -- the math -----------------------------------------------------------------------------------
@@ -148,7 +121,12 @@ def test_objective_is_tcorex_s_on_the_same_weights(reg_type, l1, l2):
     omega = torch.from_numpy(sample_weights(mixing, period.numpy()))
     for eps in (0.0, ANNEAL_SCHEDULE[2]):
         ref = corex_moments(x, v, eps, free=True, sample_weights=omega, mean=mean, scale=scale)
-        ref_penalty = est._penalty(ref, v, 0.0)
+        # the penalty written out: TCorex's and the module's both call temporal_penalty
+        if reg_type == "covariance":
+            ref_penalty = l2 * covariance_difference_penalty(implied_factors(ref))
+        else:
+            ref_penalty = difference_penalty(regularized_matrices(ref, v, reg_type), l1, l2)
+        torch.testing.assert_close(est._penalty(ref, v, 0.0), ref_penalty, rtol=0, atol=0)
         tc, penalty = module.objective(x, period, eps)
         torch.testing.assert_close(tc, ref.tc, rtol=1e-11, atol=0)
         torch.testing.assert_close(penalty, ref_penalty, rtol=1e-11, atol=1e-14)
@@ -173,7 +151,7 @@ def test_full_batch_fit_takes_the_adam_steps_of_tcorex(gamma, l1, reg_type):
     est.set_params(random_state=3).fit([p.numpy() for p in dm.train_periods])
     module = _module(l1=l1, gamma=gamma, reg_type=reg_type, lr=0.02, epochs_per_stage=k)
     module.free_weights.data.copy_(_tcorex_start(3).expand(T, M, P))
-    _trainer(max_epochs=7 * k).fit(module, datamodule=dm)
+    helpers.cpu_trainer(max_epochs=7 * k).fit(module, datamodule=dm)
     moments = module.train_moments()
     order = torch.argsort(factor_tcs(moments).mean(0), descending=True)  # TCorex's order
     v = module.free_weights.detach()[:, order].numpy()
@@ -191,7 +169,7 @@ def test_pooled_start_is_tcorex_init():
     dm = _data()
     periods = [p.numpy() for p in dm.train_periods]
     module = _module(gamma=0.5, init_from_pooled=True)
-    _trainer(max_epochs=0).fit(module, datamodule=dm)
+    helpers.cpu_trainer(max_epochs=0).fit(module, datamodule=dm)
     assert module.pooled_corex is not None
     seed = module.pooled_corex.random_state
     est = TCorex(n_hidden=M, max_iter=10000, gamma=0.5, random_state=seed)
@@ -207,7 +185,7 @@ def test_nll_covariances_change_points_and_factors_are_tcorex_s_on_its_weights()
     est = TCorex(n_hidden=M, max_iter=30, l1=0.2, gamma=0.6, random_state=0).fit(train)
     module = _module(l1=0.2, gamma=0.6)
     module.free_weights.data.copy_(torch.from_numpy(est.free_components_))
-    metrics = _trainer().validate(module, datamodule=dm, verbose=False)[0]
+    metrics = helpers.cpu_trainer().validate(module, datamodule=dm, verbose=False)[0]
     assert module.n_fit_samples.tolist() == [12] * T  # the statistics came from the training split
     assert metrics["val/nll"] == pytest.approx(-est.score(val), rel=1e-11)
     assert metrics["val/nll"] == pytest.approx(est.nll(val, center=True), rel=1e-11)
@@ -222,7 +200,7 @@ def test_nll_covariances_change_points_and_factors_are_tcorex_s_on_its_weights()
     factors = module(torch.as_tensor(np.concatenate(val)), dm.val_dataset.period)
     np.testing.assert_allclose(factors.detach().numpy(), np.concatenate(est.transform(val)))
     dm.predict_split = "val"
-    predicted = _trainer().predict(module, datamodule=dm)[0]
+    predicted = helpers.cpu_trainer().predict(module, datamodule=dm)[0]
     assert set(predicted) == {"index", "period", "factors"}
     torch.testing.assert_close(predicted["factors"], factors.detach())
 
@@ -234,7 +212,7 @@ def test_minibatch_fit_raises_every_period_s_tc(gamma):
     module = _module(gamma=gamma, l1=0.1, lr=0.05, anneal=False)
     x, period = _training_split(dm)
     before, _ = module.objective(x, period)
-    _trainer(max_epochs=10).fit(module, datamodule=dm)
+    helpers.cpu_trainer(max_epochs=10).fit(module, datamodule=dm)
     after = module.train_moments().tc
     assert bool((after > before.detach() + 0.5).all())
 
@@ -258,22 +236,14 @@ def test_bad_arguments_and_strategy_must_agree():
     ):
         with pytest.raises(ValueError, match=match):
             TCorexModule(**{"n_variables": 8, "n_periods": 3, **kwargs})
-
-    class FakeTrainer:
-        def __init__(self, strategy):
-            self.world_size, self.global_rank, self.strategy = 2, 0, strategy
-
-    module = TCorexModule(n_variables=8, n_periods=3, n_hidden=2, shard_variables=True)
-    module.trainer = FakeTrainer(DDPStrategy())
-    with pytest.raises(ValueError, match="needs --trainer.strategy ddp_variables"):
-        module.setup("fit")
-    module = TCorexModule(n_variables=8, n_periods=3, n_hidden=2)
-    module.trainer = FakeTrainer(VariableShardingStrategy())
-    with pytest.raises(ValueError, match="shard_variables true"):
-        module.setup("fit")
+    helpers.assert_strategy_checks(
+        lambda **kw: TCorexModule(n_variables=8, n_periods=3, n_hidden=2, **kw)
+    )
     # the data must match n_periods and have 2 samples per period
     with pytest.raises(ValueError, match="n_periods=3"):
-        _trainer(max_epochs=1).fit(TCorexModule(n_variables=P, n_periods=3), datamodule=_data())
+        helpers.cpu_trainer(max_epochs=1).fit(
+            TCorexModule(n_variables=P, n_periods=3), datamodule=_data()
+        )
 
 
 # -- the CLI and the configs --------------------------------------------------------------------
@@ -282,7 +252,7 @@ def test_cli_fit_writes_one_run_folder_and_lowers_val_nll(tmp_path):
         "fit",
         "--config",
         str(SUDDEN),
-        *QUIET,
+        *helpers.QUIET,
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.max_epochs=12",
         "--data.init_args.n_variables=24",
@@ -301,7 +271,7 @@ def test_cli_fit_writes_one_run_folder_and_lowers_val_nll(tmp_path):
     run = tmp_path / "tcorex" / "sudden_change_p128" / "version_0"
     assert (run / "config.yaml").is_file()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    events = _events(run)
+    events = helpers.read_events(run)
     nll = [e.value for e in events.Scalars("val/nll")]
     assert len(nll) == 12 and all(map(math.isfinite, nll)) and nll[-1] < nll[0] - 1.0
     assert {"train/tc", "train/penalty", "train/loss", "train/eps"} <= set(events.Tags()["scalars"])
@@ -313,55 +283,28 @@ def test_cli_fit_writes_one_run_folder_and_lowers_val_nll(tmp_path):
     best = TCorexModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert best.n_fit_samples.tolist() == [16] * 4
     torch.testing.assert_close(best.mean, model.mean.to(best.mean))
-    test = _trainer().test(best, datamodule=cli.datamodule, verbose=False)[0]
+    test = helpers.cpu_trainer().test(best, datamodule=cli.datamodule, verbose=False)[0]
     assert math.isfinite(test["test/nll"])
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_tcorex_configs_print_with_the_data_hints(config, capsys, request):
-    extra = []
-    source = yaml.safe_load(config.read_text())["data"]["init_args"]
-    if source.get("source") == "file":  # the hints read the file: use the shared copy
-        datasets = request.getfixturevalue("datasets_dir")
-        path = datasets / source["file"]
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
-        extra = [f"--data.init_args.data_dir={datasets}"]
-    with pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", str(config), *extra, "--print_config"])
-    assert stop.value.code == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
+    # the common checks (seed, logger name tcorex/<stem>, best/last checkpoints, relative file)
+    printed, source = helpers.print_config(config, capsys, request)
     assert printed["model"]["class_path"] == "lit_info.methods.TCorexModule"
     hints = {k: printed["model"]["init_args"][k] for k in ("n_variables", "n_periods")}
+    from_file = source.get("source") == "file"
     assert hints == (
-        {"n_variables": 28, "n_periods": 10} if extra else {"n_variables": 128, "n_periods": 10}
+        {"n_variables": 28, "n_periods": 10} if from_file else {"n_variables": 128, "n_periods": 10}
     )
-    assert isinstance(printed["seed_everything"], int)
     trainer = printed["trainer"]
     assert trainer["precision"] == "64-true"
-    assert trainer["logger"]["init_args"]["name"] == f"tcorex/{config.stem}"
-    best, last = trainer["callbacks"][:2]
-    assert best["init_args"]["monitor"] == "val/nll" and best["init_args"]["mode"] == "min"
-    assert last["init_args"]["filename"] == "last"
-    assert not best["init_args"]["enable_version_counter"]
-    assert not Path(source.get("file", "")).is_absolute()
+    assert not trainer["callbacks"][0]["init_args"]["enable_version_counter"]
 
 
 def test_fmri_config_fits_ten_windows_of_the_28_bold_signals(datasets_dir, tmp_path):
-    path = datasets_dir / "fmri" / "fmri_timeseries.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    config = ROOT / "configs" / "tcorex" / "fmri_rest.yaml"
-    cli = main(
-        [
-            "fit",
-            "--config",
-            str(config),
-            *QUIET,
-            f"--data.init_args.data_dir={datasets_dir}",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.max_epochs=3",
-        ]
+    cli = helpers.fit_fmri_config(
+        ROOT / "configs" / "tcorex" / "fmri_rest.yaml", datasets_dir, tmp_path
     )
     assert (cli.model.n_variables, cli.model.n_periods) == (28, 10)
     assert "WM" not in cli.datamodule.variable_names
@@ -372,101 +315,30 @@ def test_fmri_config_fits_ten_windows_of_the_28_bold_signals(datasets_dir, tmp_p
 
 
 # -- variables sharded over 2 processes ---------------------------------------------------------
-def _clean_env() -> dict[str, str]:
-    """The environment without launcher variables (as tests/test_ddp.py), one thread each."""
-    foreign = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in foreign
-        and k not in ("GROUP_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "PL_GLOBAL_SEED")
-        and not k.startswith(("SLURM_", "PMI_", "OMPI_"))
-    }
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def _run_together(commands: list[list[str]], cwd: Path, timeout: int = 240) -> None:
-    procs = [
-        subprocess.Popen(
-            cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        for cmd in commands
-    ]
-    outputs = []
-    try:
-        outputs = [proc.communicate(timeout=timeout)[0].decode() for proc in procs]
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"distributed helper timed out after {timeout} s")
-    for cmd, proc, out in zip(commands, procs, outputs, strict=True):
-        if proc.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("tcorex_ddp")
-
-    def cmd(devices: int, epochs: int, name: str, *extra: str) -> list[str]:
-        return [
-            sys.executable,
-            str(SCRIPT),
-            "--devices",
-            str(devices),
-            "--epochs",
-            str(epochs),
-            "--out",
-            str(tmp / f"{name}.pt"),
-            "--ckpt-dir",
-            str(tmp / f"ckpt_{devices}"),
-            *extra,
-        ]
-
-    # 1 process for 6 epochs while 2 processes fit 3, then the 2 processes resume to 6
-    _run_together([cmd(2, 3, "two_a", "--log-dir", str(tmp / "tb")), cmd(1, 6, "one")], tmp)
-    resume = str(tmp / "ckpt_2" / "epoch=2.ckpt")
-    _run_together([cmd(2, 6, "two", "--resume", resume)], tmp)
-    return tmp
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return helpers.launch_sharded_runs(tmp_path_factory.mktemp("tcorex_ddp"), SCRIPT)
 
 
 def test_sharded_checkpoints_hold_the_full_weights_and_adam_state(sharded_runs):
-    one = _load(sharded_runs / "ckpt_1" / "epoch=2.ckpt")
-    two = _load(sharded_runs / "ckpt_2" / "epoch=2.ckpt")
-    assert two["state_dict"]["free_weights"].shape == (4, 3, 37)
-    assert two["state_dict"]["mean"].shape == (4, 37)
-    for key, value in one["state_dict"].items():
-        torch.testing.assert_close(two["state_dict"][key], value, rtol=1e-12, atol=1e-13)
-    state_1, state_2 = (c["optimizer_states"][0]["state"][0] for c in (one, two))
-    assert state_2["exp_avg"].shape == (4, 3, 37)
-    for key, value in state_1.items():
-        torch.testing.assert_close(state_2[key], value, rtol=1e-10, atol=1e-16)
+    state, adam = helpers.sharded_checkpoints(sharded_runs, (1e-12, 1e-13), (1e-10, 1e-16))
+    assert state["free_weights"].shape == (4, 3, 37)
+    assert state["mean"].shape == (4, 37)
+    assert adam["exp_avg"].shape == (4, 3, 37)
 
 
 def test_two_shards_give_the_weights_objective_and_metrics_of_one_process(sharded_runs):
-    one, two = _load(sharded_runs / "one.pt"), _load(sharded_runs / "two.pt")
-    first = _load(sharded_runs / "two_a.pt")
-    assert (one["world_size"], two["world_size"]) == (1, 2)
-    assert first["columns"] == (0, 18)  # rank 0's slice of the 37 variables
     # the pooled start (gathered columns), 6 full-batch Adam steps with annealing, the
     # covariance penalty, clipping by the global norm and a resume
-    torch.testing.assert_close(two["free_weights"], one["free_weights"], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(two["weights"], one["weights"], rtol=1e-10, atol=1e-12)
+    one, two, logged = helpers.sharded_results(
+        sharded_runs,
+        weights_tol=(1e-10, 1e-12),
+        metrics=("val/nll", "train/tc", "train/penalty", "train/loss", "train/eps"),
+        test_metrics=("test/nll",),
+        images={"tcorex/change_points", "tcorex/weights"},
+    )
     torch.testing.assert_close(two["tc"], one["tc"], rtol=1e-11, atol=0)
     for key in ("frobenius", "spectral"):
         torch.testing.assert_close(two["scores"][key], one["scores"][key], rtol=1e-9, atol=0)
-    assert not torch.allclose(first["free_weights"], one["free_weights"])  # it kept training
-    for key in ("val/nll", "train/tc", "train/penalty", "train/loss", "train/eps"):
-        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-11), key
     assert one["metrics"]["train/penalty"] > 0
-    assert two["test"]["test/nll"] == pytest.approx(one["test"]["test/nll"], rel=1e-11)
-    # rank zero wrote the histograms and images of the gathered shards
-    events = _events(sharded_runs / "tb")
-    assert set(events.Tags()["images"]) == {"tcorex/change_points", "tcorex/weights"}
-    assert events.Images("tcorex/weights")[0].width == 37 * (256 // 37)
+    assert logged.Images("tcorex/weights")[0].width == 37 * (256 // 37)

@@ -2,9 +2,10 @@
 
 Used by ``tests/methods/test_corex_module.py``: Lightning's subprocess launcher re-runs this
 script for ranks 1..N-1 (strategy ``ddp_variables``), so it must be a standalone file. Rank zero
-writes ``{"world_size", "free_weights", "weights", "tc", "metrics", "test"}`` (the weights
-gathered over the shards) to ``--out``. Every epoch writes a checkpoint
-(``<ckpt-dir>/epoch=<k>.ckpt``); ``--resume FILE`` continues a fit from one.
+writes ``{"world_size", "columns", "free_weights", "weights", "tc", "metrics", "test"}`` (the
+weights gathered over the shards) to ``--out``. Every epoch writes a checkpoint
+(``<ckpt-dir>/epoch=<k>.ckpt``); ``--resume FILE`` continues a fit from one. The command line,
+the fit and the output are those of ``ddp_corex_common.py``, shared with ``ddp_tcorex.py``.
 
 Float64 throughout; the variables (37) do not divide evenly between 2 processes. The model
 logs TensorBoard histograms and images every 2 epochs, so the collectives of the image code
@@ -17,12 +18,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
-import lightning.pytorch as pl
-import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from ddp_corex_common import main
 
 from lit_info.data import TimeSeriesDataModule
 from lit_info.methods import CorexModule
@@ -30,18 +28,8 @@ from lit_info.methods import CorexModule
 P, M = 37, 3
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line, fit, save the results on rank zero."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, required=True)
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--ckpt-dir", required=True)
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--resume", default=None)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    pl.seed_everything(5, verbose=False)
+def build() -> tuple[TimeSeriesDataModule, CorexModule]:
+    """The data and the model (after seeding)."""
     dm = TimeSeriesDataModule(
         n_variables=P, n_factors=M, train_samples=24, val_samples=12, test_samples=12, seed=3
     )
@@ -53,53 +41,13 @@ def main(argv: list[str] | None = None) -> None:
         shard_variables=True,
         image_every_n_epochs=2,
     )
-    logger = TensorBoardLogger(args.log_dir, name="", version="") if args.log_dir else False
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp_variables" if args.devices > 1 else "auto",
-        precision="64-true",
-        max_epochs=args.epochs,
-        logger=logger,
-        callbacks=[
-            ModelCheckpoint(
-                dirpath=args.ckpt_dir,
-                filename="{epoch}",
-                save_top_k=-1,
-                every_n_epochs=1,
-                enable_version_counter=False,
-            )
-        ],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=1,
-        gradient_clip_val=1e-3,
-    )
-    trainer.fit(model, datamodule=dm, ckpt_path=args.resume)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test = trainer.test(model, datamodule=dm, verbose=False)[0]
-    moments = model.train_moments()
-    gather = getattr(torch.distributed, "is_initialized", lambda: False)()
-    free = model.free_weights.detach()
-    weights = moments.weights
-    if gather:
-        from lit_info.dist import all_gather_columns
+    return dm, model
 
-        free, weights = all_gather_columns(free), all_gather_columns(weights)
-    if trainer.is_global_zero:
-        torch.save(
-            {
-                "world_size": trainer.world_size,
-                "columns": model.columns,
-                "free_weights": free.cpu().clone(),
-                "weights": weights.cpu().clone(),
-                "tc": float(moments.tc),
-                "metrics": metrics,
-                "test": {k: float(v) for k, v in test.items()},
-            },
-            args.out,
-        )
+
+def outputs(model: CorexModule, moments: Any) -> dict[str, Any]:
+    """The objective of the final weights on the training split."""
+    return {"tc": float(moments.tc)}
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], build, outputs, gradient_clip_val=1e-3)

@@ -4,7 +4,8 @@ Used by ``tests/methods/test_tcorex_module.py``: Lightning's subprocess launcher
 script for ranks 1..N-1 (strategy ``ddp_variables``), so it must be a standalone file. Rank zero
 writes ``{"world_size", "columns", "free_weights", "weights", "tc", "scores", "metrics",
 "test"}`` (the weights gathered over the shards) to ``--out``. Every epoch writes a checkpoint
-(``<ckpt-dir>/epoch=<k>.ckpt``); ``--resume FILE`` continues a fit from one.
+(``<ckpt-dir>/epoch=<k>.ckpt``); ``--resume FILE`` continues a fit from one. The command line,
+the fit and the output are those of ``ddp_corex_common.py``, shared with ``ddp_corex.py``.
 
 Float64 throughout; the variables (37) do not divide evenly between 2 processes. The model
 starts from the pooled linear CorEx (gathered columns), borrows samples across periods
@@ -18,12 +19,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from ddp_corex_common import main
 
 from lit_info.data import TimeSeriesDataModule
 from lit_info.methods import TCorexModule
@@ -31,18 +30,8 @@ from lit_info.methods import TCorexModule
 P, M, T = 37, 3, 4
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line, fit, save the results on rank zero."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, required=True)
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--ckpt-dir", required=True)
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--resume", default=None)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    pl.seed_everything(5, verbose=False)
+def build() -> tuple[TimeSeriesDataModule, TCorexModule]:
+    """The data and the model (after seeding)."""
     dm = TimeSeriesDataModule(
         source="sudden_change",
         n_variables=P,
@@ -66,55 +55,17 @@ def main(argv: list[str] | None = None) -> None:
         shard_variables=True,
         image_every_n_epochs=2,
     )
-    logger = TensorBoardLogger(args.log_dir, name="", version="") if args.log_dir else False
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp_variables" if args.devices > 1 else "auto",
-        precision="64-true",
-        max_epochs=args.epochs,
-        logger=logger,
-        callbacks=[
-            ModelCheckpoint(
-                dirpath=args.ckpt_dir,
-                filename="{epoch}",
-                save_top_k=-1,
-                every_n_epochs=1,
-                enable_version_counter=False,
-            )
-        ],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=1,
-        gradient_clip_val=1e-2,
-    )
-    trainer.fit(model, datamodule=dm, ckpt_path=args.resume)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test = trainer.test(model, datamodule=dm, verbose=False)[0]
-    moments = model.train_moments()
-    scores = model.change_point_scores()
-    gather = getattr(torch.distributed, "is_initialized", lambda: False)()
-    free = model.free_weights.detach()
-    weights = moments.weights
-    if gather:
-        from lit_info.dist import all_gather_columns
+    return dm, model
 
-        free, weights = all_gather_columns(free), all_gather_columns(weights)
-    if trainer.is_global_zero:
-        torch.save(
-            {
-                "world_size": trainer.world_size,
-                "columns": model.columns,
-                "free_weights": free.cpu().clone(),
-                "weights": weights.cpu().clone(),
-                "tc": moments.tc.cpu().clone(),
-                "scores": {k: torch.from_numpy(v) for k, v in scores.items()},
-                "metrics": metrics,
-                "test": {k: float(v) for k, v in test.items()},
-            },
-            args.out,
-        )
+
+def outputs(model: TCorexModule, moments: Any) -> dict[str, Any]:
+    """Every period's TC and the change-point scores (a collective when sharded)."""
+    scores = model.change_point_scores()
+    return {
+        "tc": moments.tc.cpu().clone(),
+        "scores": {k: torch.from_numpy(v) for k, v in scores.items()},
+    }
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], build, outputs, gradient_clip_val=1e-2)
