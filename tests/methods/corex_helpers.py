@@ -250,8 +250,8 @@ def sharded_results(
     Args:
         runs: :func:`launch_sharded_runs`' folder.
         weights_tol: ``(rtol, atol)`` of the free and the normalized weights.
-        metrics: logged metrics equal to ``rel=1e-11``.
-        test_metrics: test metrics equal to ``rel=1e-11``.
+        metrics: logged metrics equal to ``rel=1e-9``.
+        test_metrics: test metrics equal to ``rel=1e-9``.
         images: the image tags of the first 2-process fit's TensorBoard events.
 
     Returns:
@@ -267,9 +267,9 @@ def sharded_results(
     torch.testing.assert_close(two["weights"], one["weights"], rtol=rtol, atol=atol)
     assert not torch.allclose(first["free_weights"], one["free_weights"])  # it kept training
     for key in metrics:
-        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-11), key
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-9), key
     for key in test_metrics:
-        assert two["test"][key] == pytest.approx(one["test"][key], rel=1e-11), key
+        assert two["test"][key] == pytest.approx(one["test"][key], rel=1e-9), key
     # rank zero wrote the histograms and images of the gathered shards
     logged = read_events(runs / "tb")
     assert set(logged.Tags()["images"]) == images

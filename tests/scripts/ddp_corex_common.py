@@ -98,3 +98,8 @@ def main(
             },
             args.out,
         )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # leave together and close gloo before the interpreter exits: a process group still
+        # alive at exit can abort ("terminate called without an active exception", status -6)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
