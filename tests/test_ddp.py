@@ -13,67 +13,15 @@ Both use helper scripts run as subprocesses (Lightning's ``ddp`` re-launches its
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from subprocess_runs import run_together
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TIMEOUT = 180
-
-# launcher / cluster variables that would make Lightning or torch.distributed join another job
-_FOREIGN_ENV = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "LOCAL_WORLD_SIZE",
-    "TORCHELASTIC_RUN_ID",
-    "PL_GLOBAL_SEED",
-)
-
-
-def _clean_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _FOREIGN_ENV and not k.startswith(("SLURM_", "PMI_", "OMPI_"))
-    }
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def _run_together(commands: list[list[str]], cwd: Path) -> None:
-    """Start all commands at once and wait; fail with their output if one fails."""
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=_clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for cmd in commands
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=TIMEOUT)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"distributed helper timed out after {TIMEOUT} s: {commands}")
-    for cmd, proc, out in zip(commands, procs, outputs, strict=True):
-        if proc.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out[-4000:]}")
 
 
 def _load(path: Path) -> dict:
@@ -105,7 +53,7 @@ def gather_results(tmp_path_factory) -> list[dict]:
         ]
         for r in range(2)
     ]
-    _run_together(commands, tmp)
+    run_together(commands, tmp, timeout=TIMEOUT)
     return [_load(tmp / f"rank{r}.pt") for r in range(2)]
 
 
@@ -153,7 +101,7 @@ def train_results(tmp_path_factory) -> tuple[dict, dict]:
         [sys.executable, script, "--devices", str(d), "--out", str(tmp / f"devices{d}.pt")]
         for d in (2, 1)  # concurrently: rank 0 imports while the 1-process run trains
     ]
-    _run_together(commands, tmp)
+    run_together(commands, tmp, timeout=TIMEOUT)
     return _load(tmp / "devices1.pt"), _load(tmp / "devices2.pt")
 
 

@@ -13,8 +13,6 @@ Imported by those test modules as ``corex_helpers`` (pytest puts their folder on
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,24 +23,12 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.strategies import DDPStrategy
+from subprocess_runs import run_together
 
 from lit_info.cli import main
 from lit_info.strategies import VariableShardingStrategy
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-#: launcher / cluster variables that would make Lightning or torch.distributed join another job
-_FOREIGN_ENV = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "LOCAL_WORLD_SIZE",
-    "TORCHELASTIC_RUN_ID",
-    "PL_GLOBAL_SEED",
-)
 
 
 def cpu_trainer(**kwargs: Any) -> pl.Trainer:
@@ -141,38 +127,6 @@ def assert_strategy_checks(make: Callable[..., pl.LightningModule]) -> None:
 
 
 # -- variables sharded over 2 processes ---------------------------------------------------------
-def clean_env() -> dict[str, str]:
-    """The environment without launcher variables (as tests/test_ddp.py), one thread each."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _FOREIGN_ENV and not k.startswith(("SLURM_", "PMI_", "OMPI_"))
-    }
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def run_together(commands: list[list[str]], cwd: Path, timeout: int = 240) -> None:
-    """Start all commands at once and wait; fail with their output if one fails."""
-    procs = [
-        subprocess.Popen(
-            cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        for cmd in commands
-    ]
-    outputs = []
-    try:
-        outputs = [proc.communicate(timeout=timeout)[0].decode() for proc in procs]
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"distributed helper timed out after {timeout} s")
-    for cmd, proc, out in zip(commands, procs, outputs, strict=True):
-        if proc.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out[-4000:]}")
-
-
 def launch_sharded_runs(tmp: Path, script: Path) -> Path:
     """Run ``script`` on 1 process for 6 epochs and on 2 processes for 3, resumed to 6.
 
