@@ -6,7 +6,9 @@ math of :mod:`lit_info.info.corex`: ``fit`` learns ``m`` factors, ``transform`` 
 ``get_covariance`` / ``covariance_low_rank`` the implied covariance (low rank plus diagonal),
 ``score`` the mean held-out Gaussian log-likelihood.
 
-How it fits (chosen by measurement, ``benchmarks/corex_speed.py``):
+How it fits (chosen by measurement against L-BFGS on ``W`` with autograd and a natural-gradient
+L-BFGS on ``W``: fewer evaluations than the first, cheaper ones than the second; the
+resulting speed against ``linearcorex`` is ``benchmarks/corex_speed.py``):
 
 * the weights live in the row space of the standardized samples (nothing else changes the
   objective at ``eps = 0``), in coordinates where the annealed covariance is the identity, so
@@ -18,6 +20,7 @@ How it fits (chosen by measurement, ``benchmarks/corex_speed.py``):
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Literal
 
 import numpy as np
@@ -41,24 +44,25 @@ from lit_info.info.corex import (
 )
 from lit_info.info.low_rank import LowRankPlusDiagonal
 
-__all__ = ["GAUSSIANIZE", "Gaussianizer", "LinearCorex"]
+__all__ = ["GAUSSIANIZE", "CorexEstimator", "Gaussianizer", "LinearCorex"]
 
 GAUSSIANIZE = ("standard", "outliers", "empirical", "none")
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _OUTLIER_THRESHOLD = 4.0
 _DENSE_LIMIT = 20_000
 
 
+_ELSEWHERE = {  # name -> module: T-CorEx and the LightningModules live in their own files
+    "TCorex": "lit_info.methods.tcorex",
+    "CorexModule": "lit_info.methods.corex_module",
+    "TCorexModule": "lit_info.methods.tcorex_module",
+}
+
+
 def __getattr__(name: str) -> Any:
-    # T-CorEx and the LightningModules live in their own files; expose them here too.
-    if name in ("TCorex", "TCorexModule"):
-        from lit_info.methods import tcorex
-
-        return getattr(tcorex, name)
-    if name == "CorexModule":
-        from lit_info.methods.corex_module import CorexModule
-
-        return CorexModule
+    # imported lazily: those modules import this one
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -212,7 +216,48 @@ def validate_samples(
     return arr, mask
 
 
-class LinearCorex(TransformerMixin, BaseEstimator):
+def is_number(value: object) -> bool:
+    """A real number (int or float, numpy included), not a bool."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+class CorexEstimator(BaseEstimator):
+    """What the CorEx estimators share: dtype / device, seeding, the dense-matrix guard.
+
+    Subclasses have the ``dtype``, ``device`` and ``random_state`` parameters and set
+    ``n_features_in_`` in ``fit``.
+    """
+
+    dtype: str
+    device: str
+    random_state: Any
+
+    def _torch(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=DTYPES[self.dtype], device=self.device)
+
+    def _seed(self) -> int:
+        """``random_state`` as an integer seed (``None``: fresh entropy)."""
+        seed = self.random_state
+        if seed is None:
+            return int(np.random.SeedSequence().generate_state(1)[0])
+        if isinstance(seed, np.random.RandomState):
+            return int(seed.randint(2**31))
+        return int(seed)
+
+    def _dense_guard(self, what: str, periods: int | None = None) -> None:
+        """Refuse dense ``p x p`` results (one, or one per period) above ``_DENSE_LIMIT``."""
+        p = self.n_features_in_
+        if p > _DENSE_LIMIT:
+            many = periods is not None
+            made = f"{periods} dense {p} x {p} matrices" if many else f"a dense {p} x {p} matrix"
+            them = "them" if many else "it"
+            raise ValueError(
+                f"{type(self).__name__}.{what}: p = {p} variables would make {made}; use "
+                f"covariance_low_rank() (solve, logdet, log_prob without {them})"
+            )
+
+
+class LinearCorex(TransformerMixin, CorexEstimator):
     """Linear CorEx, a scikit-learn estimator (float64 by default, CPU or GPU through torch).
 
     Args:
@@ -275,27 +320,16 @@ class LinearCorex(TransformerMixin, BaseEstimator):
     # ----------------------------------------------------------------------------- checks
     def _check_params(self) -> None:
         name = type(self).__name__
-        if not isinstance(self.n_hidden, int | np.integer) or self.n_hidden < 1:
-            raise ValueError(f"{name}: n_hidden={self.n_hidden!r}; must be an integer >= 1")
-        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1:
-            raise ValueError(f"{name}: max_iter={self.max_iter!r}; must be an integer >= 1")
+        for field in ("n_hidden", "max_iter"):
+            value = getattr(self, field)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {field}={value!r}; must be an integer >= 1")
         for field in ("tol", "anneal_tol"):
             value = getattr(self, field)
-            if not isinstance(value, int | float) or not value > 0:
+            if not is_number(value) or not value > 0:
                 raise ValueError(f"{name}: {field}={value!r}; must be a positive number")
         _check_choice(name, "gaussianize", self.gaussianize, GAUSSIANIZE)
-        _check_choice(name, "dtype", self.dtype, tuple(_DTYPES))
-
-    def _torch(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=_DTYPES[self.dtype], device=self.device)
-
-    def _generator(self) -> torch.Generator:
-        seed = self.random_state
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        elif isinstance(seed, np.random.RandomState):
-            seed = int(seed.randint(2**31))
-        return torch.Generator().manual_seed(int(seed))
+        _check_choice(name, "dtype", self.dtype, tuple(DTYPES))
 
     # -------------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None) -> LinearCorex:  # noqa: N803 (scikit-learn names)
@@ -305,10 +339,13 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         x, mask = validate_samples(name, X, self.missing_values, self.gaussianize)
         self.gaussianizer_ = Gaussianizer(self.gaussianize).fit(x)
         xs = self._torch(self.gaussianizer_.transform(x))
-        observed = None  # see missing_values: moments over all n rows, imputed at the mean
         space = row_space(xs)
         start = initial_coefs(
-            self.n_hidden, space.rank, self._generator(), xs.dtype, str(xs.device)
+            self.n_hidden,
+            space.rank,
+            torch.Generator().manual_seed(self._seed()),
+            xs.dtype,
+            str(xs.device),
         )
         bar = tqdm(
             total=len(ANNEAL_SCHEDULE) if self.anneal else 1,
@@ -325,7 +362,7 @@ class LinearCorex(TransformerMixin, BaseEstimator):
             result = self._fit_space(space, start, progress)
         finally:
             bar.close()
-        self._set_fitted(space, result.coefs, observed, xs)
+        self._set_fitted(space, result.coefs, xs)
         self.n_iter_ = int(sum(result.n_iter))
         self.n_iter_per_stage_ = result.n_iter
         self.history_ = result.history
@@ -358,11 +395,10 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         self,
         space: Any,
         coefs: torch.Tensor,
-        observed: torch.Tensor | None,
         xs: torch.Tensor,
     ) -> None:
         with torch.no_grad():
-            moments = row_space_moments(coefs, space, 0.0, observed=observed, with_weights=True)
+            moments = row_space_moments(coefs, space, 0.0, with_weights=True)
         self.moments_ = moments
         self.components_ = moments.weights.cpu().numpy()
         self.tc_ = float(moments.tc)
@@ -410,14 +446,6 @@ class LinearCorex(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         scale = torch.as_tensor(self.scale_, dtype=self.moments_.rho.dtype)
         return moments_covariance(self.moments_).scaled(scale.to(self.moments_.rho.device))
-
-    def _dense_guard(self, what: str) -> None:
-        p = self.n_features_in_
-        if p > _DENSE_LIMIT:
-            raise ValueError(
-                f"{type(self).__name__}.{what}: p = {p} variables would make a dense {p} x {p} "
-                "matrix; use covariance_low_rank() (solve, logdet, log_prob without it)"
-            )
 
     def get_covariance(self) -> np.ndarray:
         """The dense ``p x p`` covariance estimate in the original units."""

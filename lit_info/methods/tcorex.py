@@ -45,7 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
@@ -66,23 +65,17 @@ from lit_info.info.tcorex import (
     temporal_penalty,
     weighted_standardization,
 )
-from lit_info.methods.corex import LinearCorex, validate_samples
+from lit_info.methods.corex import DTYPES, CorexEstimator, LinearCorex, is_number, validate_samples
 
 __all__ = ["OPTIMIZERS", "TCorex"]
 
 OPTIMIZERS = ("lbfgs", "adam")
 _GAUSSIANIZE = ("standard", "none")
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-_DENSE_LIMIT = 20_000
 _ADAM_WINDOW = 50
 _LBFGS_CHUNK = 10
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-class TCorex(BaseEstimator):
+class TCorex(CorexEstimator):
     """T-CorEx, a scikit-learn style estimator over ``T`` periods (float64 by default).
 
     Args:
@@ -180,13 +173,13 @@ class TCorex(BaseEstimator):
                 raise ValueError(f"{name}: {field}={value!r}; must be an integer >= 1")
         for field in ("tol", "anneal_tol", "lr"):
             value = getattr(self, field)
-            if not _is_number(value) or not 0 < value < math.inf:
+            if not is_number(value) or not 0 < value < math.inf:
                 raise ValueError(f"{name}: {field}={value!r}; must be a positive number")
         for field in ("l1", "l2", "smoothing"):
             value = getattr(self, field)
-            if not _is_number(value) or not 0 <= value < math.inf:
+            if not is_number(value) or not 0 <= value < math.inf:
                 raise ValueError(f"{name}: {field}={value!r}; must be a finite number >= 0")
-        if self.gamma is not None and (not _is_number(self.gamma) or not 0 < self.gamma <= 1):
+        if self.gamma is not None and (not is_number(self.gamma) or not 0 < self.gamma <= 1):
             raise ValueError(
                 f"{name}: gamma={self.gamma!r}; must lie in (0, 1] (or None for independent "
                 "periods)"
@@ -194,7 +187,7 @@ class TCorex(BaseEstimator):
         for field, choices in (
             ("reg_type", REG_TYPES),
             ("gaussianize", _GAUSSIANIZE),
-            ("dtype", tuple(_DTYPES)),
+            ("dtype", tuple(DTYPES)),
             ("optimizer", OPTIMIZERS),
         ):
             value = getattr(self, field)
@@ -278,18 +271,6 @@ class TCorex(BaseEstimator):
                     "standardized data"
                 )
 
-    def _torch(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=_DTYPES[self.dtype], device=self.device)
-
-    def _seed(self) -> int:
-        seed = self.random_state
-        if seed is None:
-            return int(np.random.SeedSequence().generate_state(1)[0])
-        if isinstance(seed, np.random.RandomState):
-            return int(seed.randint(2**31))
-        return int(seed)
-
-    # -------------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None) -> TCorex:  # noqa: N803 (scikit-learn names)
         """Learn the factors of every period from ``X`` (``T`` arrays ``n_t x p``).
 
@@ -500,23 +481,14 @@ class TCorex(BaseEstimator):
         check_is_fitted(self)
         return period_covariances(self.moments_, self._torch(self.scale_))
 
-    def _dense_guard(self, what: str) -> None:
-        p = self.n_features_in_
-        if p > _DENSE_LIMIT:
-            raise ValueError(
-                f"{type(self).__name__}.{what}: p = {p} variables would make {self.n_periods_} "
-                f"dense {p} x {p} matrices; use covariance_low_rank() (solve, logdet, log_prob "
-                "without them)"
-            )
-
     def get_covariance(self) -> list[np.ndarray]:
         """The dense ``p x p`` covariance estimate of every period, original units."""
-        self._dense_guard("get_covariance")
+        self._dense_guard("get_covariance", self.n_periods_)
         return [cov.dense().cpu().numpy() for cov in self.covariance_low_rank()]
 
     def get_precision(self) -> list[np.ndarray]:
         """The dense ``p x p`` precision of every period, by Woodbury."""
-        self._dense_guard("get_precision")
+        self._dense_guard("get_precision", self.n_periods_)
         return [cov.precision().cpu().numpy() for cov in self.covariance_low_rank()]
 
     def _log_likelihoods(self, X: Any, owner: str, center: bool) -> list[float]:  # noqa: N803

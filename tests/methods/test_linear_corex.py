@@ -161,3 +161,14 @@ def test_scikit_learn_estimator_checks():
         expected_failed_checks=expected,
         on_fail="raise",
     )
+
+
+def test_the_other_corex_classes_resolve_from_this_module():
+    import lit_info.methods.corex as corex
+    from lit_info.methods import CorexModule, TCorexModule
+    from lit_info.methods.tcorex import TCorex
+
+    assert corex.TCorex is TCorex
+    assert corex.CorexModule is CorexModule and corex.TCorexModule is TCorexModule
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        corex.Nope  # noqa: B018

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-import lit_info.methods.tcorex as tcorex_module
+import lit_info.methods.corex as corex
 from lit_info.data.timeseries import modular_model, sample_periods, sudden_change_models
 from lit_info.info.corex import corex_moments, moments_covariance, variable_factor_mis
 from lit_info.info.tcorex import (
@@ -295,7 +295,7 @@ def test_adam_float32_and_random_start_are_reproducible():
 
 def test_dense_outputs_are_guarded(monkeypatch):
     est, _ = _small_fit()
-    monkeypatch.setattr(tcorex_module, "_DENSE_LIMIT", 5)
+    monkeypatch.setattr(corex, "_DENSE_LIMIT", 5)  # the guard is CorexEstimator's
     with pytest.raises(ValueError, match="get_covariance.*covariance_low_rank"):
         est.get_covariance()
     with pytest.raises(ValueError, match="get_precision"):
