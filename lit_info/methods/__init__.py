@@ -2,7 +2,9 @@
 
 from lit_info.methods.classifier import Classifier
 from lit_info.methods.corex_module import CorexModule
+from lit_info.methods.gcn import GCN
 from lit_info.methods.limit import LIMIT
+from lit_info.methods.mixhop import MixHop
 from lit_info.methods.tcorex_module import TCorexModule
 
-__all__ = ["Classifier", "CorexModule", "LIMIT", "TCorexModule"]
+__all__ = ["GCN", "LIMIT", "Classifier", "CorexModule", "MixHop", "TCorexModule"]
