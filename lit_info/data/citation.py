@@ -18,8 +18,8 @@ and ``n_id`` (the nodes' indices in the full graph: per-node results can be put 
 * Full batch (``batch_size: null``, default): the whole graph, one batch per epoch, for every
   split (the model picks the split's nodes with its mask). The graph is moved to the device
   once and reused.
-* Mini-batch (``batch_size: B``): torch-geometric ``NeighborLoader`` batches of ``B`` seed
-  nodes of the split with their complete ``num_hops``-hop neighbourhoods (``num_hops`` = the
+* Mini-batch (``batch_size: B``): batches of ``B`` seed nodes of the split with their
+  complete ``num_hops``-hop neighbourhoods (:class:`KHopCollate`; ``num_hops`` = the
   highest adjacency power times the number of layers makes the seeds' outputs equal to the
   full graph's); the seeds come first and ``batch.batch_size`` counts them. Under DDP each
   process trains on its shard of the training nodes (a ``DistributedSampler``) and evaluates a
@@ -183,6 +183,89 @@ class _WholeGraph(Dataset):
         return self.data
 
 
+class _Seeds(Dataset):
+    """The seed nodes of one split (items: node indices)."""
+
+    def __init__(self, nodes: Tensor):
+        self.nodes = nodes
+
+    def __len__(self) -> int:
+        return self.nodes.numel()
+
+    def __getitem__(self, index: int) -> int:
+        return int(self.nodes[index])
+
+
+class ShardSampler(DistributedSampler):
+    """Disjoint, unpadded shards ``rank, rank + world, ...`` (evaluation under DDP).
+
+    A ``DistributedSampler`` (so Lightning keeps it) that neither shuffles nor pads: every node
+    is evaluated by exactly one process and metrics summed over processes count it once.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):  # noqa: D105
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class KHopCollate:
+    """Collate seed nodes into their complete ``num_hops``-hop neighbourhood, seeds first.
+
+    torch-geometric's ``k_hop_subgraph`` (every node with a path of at most ``num_hops`` edges
+    into a seed, and every edge among them) with the full graph's edge weights; a node closer
+    than ``num_hops`` to a seed keeps all its incoming edges, so a model whose receptive field
+    is ``num_hops`` deep computes the seeds' full-graph outputs. The batch carries ``n_id``
+    (indices in the full graph), ``batch_size`` (the number of seeds, first in ``n_id``) and
+    the masks of its nodes.
+
+    (torch-geometric's ``NeighborLoader`` does the same with ``num_neighbors=[-1] * k`` but its
+    sampler needs ``pyg-lib`` or ``torch-sparse``, compiled extensions that PyPI does not offer
+    for current torch versions; ``k_hop_subgraph`` is pure torch. It scans the edge list once
+    per hop and batch, ``O(num_hops * E)``.)
+
+    Args:
+        data: The full graph.
+        num_hops: Neighbourhood depth.
+    """
+
+    def __init__(self, data: Data, num_hops: int):
+        self.data = data
+        self.num_hops = num_hops
+
+    def __call__(self, seeds: list[int]) -> Data:
+        from torch_geometric.data import Data
+        from torch_geometric.utils import k_hop_subgraph
+
+        data = self.data
+        seed_index = torch.as_tensor(seeds, dtype=torch.long)
+        subset, _, _, edge_mask = k_hop_subgraph(
+            seed_index, self.num_hops, data.edge_index, num_nodes=data.num_nodes
+        )
+        # order: the seeds first (in the given order), then the other nodes
+        is_seed = torch.zeros(data.num_nodes, dtype=torch.bool)
+        is_seed[seed_index] = True
+        order = torch.cat([seed_index, subset[~is_seed[subset]]])
+        position = torch.full((data.num_nodes,), -1, dtype=torch.long)
+        position[order] = torch.arange(order.numel())
+        batch = Data(
+            x=data.x[order],
+            y=data.y[order],
+            edge_index=position[data.edge_index[:, edge_mask]],
+            edge_weight=data.edge_weight[edge_mask],
+            n_id=order,
+            num_nodes=order.numel(),
+        )
+        for split in ("train", "val", "test"):
+            batch[f"{split}_mask"] = data[f"{split}_mask"][order]
+        batch.batch_size = seed_index.numel()
+        return batch
+
+
 class GraphDataModule(pl.LightningDataModule):
     """Shared loaders of the graph datamodules (see the module docstring).
 
@@ -235,7 +318,7 @@ class GraphDataModule(pl.LightningDataModule):
     def _graph(self) -> Data:
         if self.data is None:
             data = self.load_graph()
-            data.x = data.x.float()
+            data.x = data.x.to(torch.get_default_dtype())
             data.edge_index, data.edge_weight = normalized_adjacency(
                 data.edge_index, data.num_nodes
             )
@@ -251,7 +334,7 @@ class GraphDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"full-batch training holds the whole graph on every device and cannot be "
                 f"split over {trainer.world_size} processes; set --data.init_args.batch_size "
-                "(mini-batch training with NeighborLoader) to train on several devices"
+                "(mini-batch training on k-hop neighbourhoods) to train on several devices"
             )
 
     def _rank_world(self) -> tuple[int, int]:
@@ -270,47 +353,46 @@ class GraphDataModule(pl.LightningDataModule):
         data = self._graph()
         if self.batch_size is None:
             return DataLoader(_WholeGraph(data), batch_size=None, shuffle=False)
-        from torch_geometric.loader import NeighborLoader
-
         rank, world = self._rank_world()
         nodes = self._nodes(split)
         kwargs: dict[str, Any] = {}
         if train:
             if world > 1:
                 kwargs["sampler"] = DistributedSampler(
-                    range(nodes.numel()), num_replicas=world, rank=rank, shuffle=True
+                    _Seeds(nodes), num_replicas=world, rank=rank, shuffle=True
                 )
             else:
                 kwargs["shuffle"] = True
-        else:
-            nodes = nodes[rank::world]  # disjoint shards, no padding
-        return NeighborLoader(
-            data,
-            num_neighbors=[-1] * self.num_hops,
-            input_nodes=nodes,
+        elif world > 1:
+            kwargs["sampler"] = ShardSampler(_Seeds(nodes), num_replicas=world, rank=rank)
+        return DataLoader(
+            _Seeds(nodes),
             batch_size=self.batch_size,
+            collate_fn=KHopCollate(data, self.num_hops),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Whole graph, or NeighborLoader batches of the training nodes (shuffled)."""
+        """Whole graph, or k-hop batches of the training nodes (shuffled)."""
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Whole graph, or NeighborLoader batches of the validation nodes."""
+        """Whole graph, or k-hop batches of the validation nodes."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """Whole graph, or NeighborLoader batches of the test nodes."""
+        """Whole graph, or k-hop batches of the test nodes."""
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """Whole graph, or NeighborLoader batches of ``predict_split``'s nodes."""
+        """Whole graph, or k-hop batches of ``predict_split``'s nodes."""
         return self._loader(self.predict_split)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         """Full batch: move the graph to the device once and reuse the copy every step."""
         if self.batch_size is None and batch is self.data:
             if self._device_graph is None or self._device_graph[0] != device:
@@ -381,7 +463,9 @@ class CitationGraphDataModule(GraphDataModule):
             try:
                 data = read_planetoid_data(str(raw), self.name.lower())
             except (pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-                raise ValueError(f"cannot read Planetoid {self.name} files in {raw}: {err}") from err
+                raise ValueError(
+                    f"cannot read Planetoid {self.name} files in {raw}: {err}"
+                ) from err
         data.edge_index = _symmetrize(data.edge_index, data.num_nodes)
         return data
 
@@ -428,7 +512,7 @@ class HomophilyGraphDataModule(GraphDataModule):
         predict_split: Literal["train", "val", "test", "all"] = "all",
     ):
         super().__init__(batch_size, num_hops, num_workers, predict_split)
-        if source == "files" and round(homophily, 1) not in HOMOPHILY_LEVELS:
+        if source == "files" and abs(10 * homophily - round(10 * homophily)) > 1e-9:
             raise ValueError(
                 f"homophily must be one of 0.0, 0.1, ..., 0.9 for source files, got {homophily} "
                 "(source: generate builds any h)"
@@ -504,6 +588,10 @@ class HomophilyGraphDataModule(GraphDataModule):
         for k, mask in enumerate(masks):
             mask[k * third : (k + 1) * third] = True
         return Data(
-            x=x, y=y, edge_index=edge_index, train_mask=masks[0], val_mask=masks[1],
+            x=x,
+            y=y,
+            edge_index=edge_index,
+            train_mask=masks[0],
+            val_mask=masks[1],
             test_mask=masks[2],
         )

@@ -181,7 +181,10 @@ class MixHop(NodeClassifier):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: linear_decrement(step, decrement, every)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop when the linearly decremented learning rate reaches 0 (as the authors)."""

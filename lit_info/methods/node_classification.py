@@ -1,7 +1,7 @@
 """Shared pieces of the node classifiers (MixHop, GCN) on the graph datamodules.
 
 A batch is a torch-geometric ``Data`` from :mod:`lit_info.data.citation`: the whole graph (the
-split's nodes are picked by its mask) or a ``NeighborLoader`` subgraph (its first
+split's nodes are picked by its mask) or a k-hop subgraph (its first
 ``batch.batch_size`` nodes are the seeds). Logged keys: ``train/loss`` (cross-entropy plus the
 method's penalties), ``train/ce``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
 ``test/acc`` (accuracy over the split's nodes; under DDP every node counted once, see the
@@ -27,7 +27,7 @@ def seed_nodes(batch: Any, split: str) -> Tensor:
     """Indices (within the batch) of the nodes a step is scored on.
 
     Args:
-        batch: A ``Data`` graph: a ``NeighborLoader`` subgraph (seeds first, ``batch_size`` of
+        batch: A ``Data`` graph: a k-hop subgraph (seeds first, ``batch_size`` of
             them) or the whole graph with ``<split>_mask``.
         split: ``train``, ``val``, ``test`` or ``all``.
     """
@@ -63,10 +63,47 @@ class NodeClassifier(pl.LightningModule):
     def adjacency(self, batch: Any) -> Tensor:
         """The batch's ``Â`` as a sparse CSR matrix, cached for the graph of the last call."""
         edge_index, weight = batch.edge_index, batch.edge_weight
-        key = (edge_index.data_ptr(), edge_index.shape, weight.data_ptr(), batch.num_nodes)
-        if self._adjacency is None or self._adjacency[0] != key:
-            self._adjacency = (key, adjacency_matrix(edge_index, weight, batch.num_nodes))
+        dtype = next(self.parameters()).dtype
+        key = (edge_index, weight, batch.num_nodes, dtype)  # the tensors themselves
+        cached = self._adjacency
+        if (
+            cached is None
+            or any(a is not b for a, b in zip(cached[0][:2], key[:2]))
+            or (cached[0][2:] != key[2:])
+        ):
+            matrix = adjacency_matrix(edge_index, weight.to(dtype), batch.num_nodes)
+            self._adjacency = (key, matrix)
         return self._adjacency[1]
+
+    def _average_running_statistics(self) -> None:
+        """Under DDP, average the batch norms' running statistics over the processes.
+
+        Each process updates them with its own mini-batches; averaging before an evaluation
+        makes every process evaluate the same model (and ``running`` evaluation then equals
+        a one-process evaluation of these weights).
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        if world < 2:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                for buffer in (module.running_mean, module.running_var):
+                    torch.distributed.all_reduce(buffer)
+                    buffer.div_(world)
+
+    def on_validation_epoch_start(self) -> None:
+        """Same running statistics on every process (DDP)."""
+        self._average_running_statistics()
+
+    def on_test_epoch_start(self) -> None:
+        """Same running statistics on every process (DDP)."""
+        self._average_running_statistics()
+
+    def on_predict_epoch_start(self) -> None:
+        """Same running statistics on every process (DDP)."""
+        self._average_running_statistics()
 
     def forward(self, batch: Any) -> Tensor:
         """Logits ``N x C`` of every node of the batch."""

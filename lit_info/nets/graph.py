@@ -4,7 +4,7 @@ Plain ``nn.Module`` s (no Lightning inside) that take the node features ``x`` (`
 as torch-geometric's ``Data.x``) and the graph as ``edge_index`` / ``edge_weight`` holding the
 normalized adjacency ``Â = D^-1/2 (A + I) D^-1/2`` with its self loops
 (:func:`normalized_adjacency`; the citation datamodules store the graph this way, so a k-hop
-subgraph of ``NeighborLoader`` carries the weights of the *full* graph and its seed nodes get
+subgraph of a mini-batch carries the weights of the *full* graph and its seed nodes get
 exactly the full-graph outputs).
 
 Why not torch-geometric's ``MixHopConv``. It gives every power the same width (the searched
@@ -116,7 +116,7 @@ class SparseFeatures(nn.Module):
     * ``l2``: rows to unit L2 norm, then dropout with scaling; ``none``: dropout with scaling.
 
     The non-zero pattern of a feature tensor is found once and cached (one entry: the tensor
-    of the last call, by storage, version and shape), so full-batch training scans the dense
+    object of the last call and its version counter), so full-batch training scans the dense
     ``N x F`` tensor once, not every step.
 
     Args:
@@ -133,8 +133,9 @@ class SparseFeatures(nn.Module):
         self._cache: tuple[tuple, Tensor, Tensor, Tensor] | None = None
 
     def _entries(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        key = (x.data_ptr(), x._version, tuple(x.shape), x.device, x.dtype)
-        if self._cache is not None and self._cache[0] == key:
+        # the cache holds the tensor itself (its memory cannot be reused by another tensor)
+        version = -1 if x.is_inference() else x._version
+        if self._cache is not None and self._cache[0][0] is x and self._cache[0][1] == version:
             return self._cache[1], self._cache[2], self._cache[3]
         rows, cols = x.nonzero(as_tuple=True)
         values = x[rows, cols]
@@ -150,7 +151,7 @@ class SparseFeatures(nn.Module):
                 0, rows, values * values
             )
             values = values * sq.clamp(min=torch.finfo(x.dtype).tiny).rsqrt()[rows]
-        self._cache = (key, rows, cols, values)
+        self._cache = ((x, version), rows, cols, values)
         return rows, cols, values
 
     def forward(self, x: Tensor) -> Tensor:
@@ -175,6 +176,8 @@ class SparseFeatures(nn.Module):
 
 
 def _matmul(h: Tensor, weight: Tensor) -> Tensor:
+    if h.dtype != weight.dtype:
+        h = h.to(weight.dtype)
     return torch.sparse.mm(h, weight) if h.layout != torch.strided else h @ weight
 
 
