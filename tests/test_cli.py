@@ -133,8 +133,14 @@ def test_every_experiment_config_parses():
         cfg = cli.parser.parse_args(["--config", str(path)])
         assert cfg.model.class_path.startswith("lit_info.methods."), path
         # images for the noisy-label and SUI configs; multivariate data for (T-)CorEx
-        timeseries = path.parent.name in ("corex", "tcorex")
-        expected = "TimeSeriesDataModule" if timeseries else "NoisyImageDataModule"
+        # graphs for MixHop / GCN: Planetoid, or the synthetic homophily graphs
+        if path.parent.name in ("corex", "tcorex"):
+            expected = "TimeSeriesDataModule"
+        elif path.parent.name in ("mixhop", "gcn"):
+            synthetic = path.name.startswith("synthetic_")
+            expected = "HomophilyGraphDataModule" if synthetic else "CitationGraphDataModule"
+        else:
+            expected = "NoisyImageDataModule"
         assert cfg.data.class_path == f"lit_info.data.{expected}", path
         assert isinstance(cfg.seed_everything, int)
 

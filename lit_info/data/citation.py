@@ -238,6 +238,7 @@ class KHopCollate:
         self.num_hops = num_hops
 
     def __call__(self, seeds: list[int]) -> Data:
+        """The subgraph batch of these seed nodes."""
         from torch_geometric.data import Data
         from torch_geometric.utils import k_hop_subgraph
 

@@ -66,11 +66,8 @@ class NodeClassifier(pl.LightningModule):
         dtype = next(self.parameters()).dtype
         key = (edge_index, weight, batch.num_nodes, dtype)  # the tensors themselves
         cached = self._adjacency
-        if (
-            cached is None
-            or any(a is not b for a, b in zip(cached[0][:2], key[:2]))
-            or (cached[0][2:] != key[2:])
-        ):
+        fresh = cached is not None and cached[0][0] is edge_index and cached[0][1] is weight
+        if not fresh or cached[0][2:] != key[2:]:
             matrix = adjacency_matrix(edge_index, weight.to(dtype), batch.num_nodes)
             self._adjacency = (key, matrix)
         return self._adjacency[1]

@@ -83,8 +83,9 @@ def normalized_adjacency(
 
 
 def adjacency_matrix(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
-    """Sparse CSR ``N x N`` matrix ``M`` with ``M[target, source] = weight`` (``M @ h`` sums
-    every node's incoming messages), duplicate edges summed.
+    """Sparse CSR ``N x N`` matrix ``M`` with ``M[target, source] = weight``.
+
+    ``M @ h`` sums every node's incoming messages; duplicate edges are summed.
 
     Args:
         edge_index: ``2 x E`` (source, target).
@@ -245,6 +246,7 @@ class MixHopLayer(nn.Module):
         return {power: norms[cols] for power, cols in self.blocks()}
 
     def extra_repr(self) -> str:
+        """Powers and widths."""
         return f"in={self.in_features}, powers={self.powers}, widths={self.widths}"
 
 
