@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-detection lint tensorboard notebooks clean
+.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-mixhop bench-detection lint tensorboard notebooks clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,16 @@ bench: setup
 	$(PY) benchmarks/throughput.py
 	$(MAKE) bench-sui
 	$(MAKE) bench-corex
+	$(MAKE) bench-mixhop
+
+# MixHop / GCN: accuracy over 10 seeds on Cora and CiteSeer against GCN and PyG's example (about
+# 20 min on 2 cores), the synthetic homophily table (about 5 min per seed), the architecture
+# search on Cora (about 3 min), epochs per second against a plain MixHopConv model (1 min)
+bench-mixhop: setup
+	$(PY) benchmarks/mixhop_accuracy.py --seeds 10
+	$(PY) benchmarks/mixhop_homophily.py --seeds 3
+	$(PY) benchmarks/mixhop_search.py --seeds 3
+	$(PY) benchmarks/mixhop_speed.py
 
 # Linear CorEx / T-CorEx: fit time and NLL against linearcorex (about 1 min), growth in p up to
 # p = 100,000 (about 15 s), covariance quality against LW / OAS / GLASSO / FA / linearcorex (a

@@ -25,7 +25,10 @@ def quiet() -> None:
 
 
 def fit_config(config: str, seed: int, overrides: list[str] | None = None) -> tuple[float, float]:
-    """Fit ``configs/<config>.yaml`` with ``seed``; (test accuracy of the best-val checkpoint, s)."""
+    """Fit ``configs/<config>.yaml`` with ``seed``.
+
+    Returns (test accuracy of the best-validation checkpoint, fit seconds, the model).
+    """
     import time
 
     data_dir = DATASETS / ("mixhop-synthetic" if "synthetic" in config else "planetoid")

@@ -45,8 +45,9 @@ def main() -> None:
         print(seed, widths, round(100 * acc, 1), round(100 * acc2, 1), flush=True)
     start = {"hidden_widths": [[40, 40, 40]], "output_widths": [7, 7, 7]}
     print(f"\n{'stage':28} {'widths (hidden / output)':36} {'kernel entries':>14} {'test acc':>9}")
+    label = f"{start['hidden_widths']} / {start['output_widths']}"
     print(
-        f"{'1: wide + group lasso':28} {str(start['hidden_widths']) + ' / ' + str(start['output_widths']):36} "
+        f"{'1: wide + group lasso':28} {label:36} "
         f"{parameter_count(start, 1433, [0, 1, 2]):14d} {100 * statistics.mean(before):9.1f}"
     )
     for seed, w in enumerate(widths_seen):

@@ -385,6 +385,9 @@ class LitInfoCLI(LightningCLI):
         check = getattr(self.datamodule, "check_files", None)
         if callable(check):
             check()
+        check_trainer = getattr(self.datamodule, "check_trainer", None)
+        if callable(check_trainer):
+            check_trainer(self.trainer)
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit`` after the data check; then one line says where the run went."""

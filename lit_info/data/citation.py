@@ -330,8 +330,16 @@ class GraphDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load the graph (once) and refuse full batch on several processes."""
         self._graph()
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1 and self.batch_size is None:
+        if self.trainer is not None:
+            self.check_trainer(self.trainer)
+
+    def check_trainer(self, trainer: Any) -> None:
+        """Refuse full batch on several processes (the CLI calls this before writing anything).
+
+        Raises:
+            ValueError: Pointing to ``batch_size`` when ``trainer.world_size > 1``.
+        """
+        if trainer.world_size > 1 and self.batch_size is None:
             raise ValueError(
                 f"full-batch training holds the whole graph on every device and cannot be "
                 f"split over {trainer.world_size} processes; set --data.init_args.batch_size "

@@ -124,8 +124,8 @@ class NodeClassifier(pl.LightningModule):
             )
         self.train_acc(logits.detach(), target)
         size = nodes.numel()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=size)
-        self.log("train/ce", ce, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/loss", loss, on_epoch=True, on_step=False, batch_size=size, sync_dist=True)
+        self.log("train/ce", ce, on_epoch=True, on_step=False, batch_size=size, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=size)
         return loss
 

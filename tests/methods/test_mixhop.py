@@ -239,7 +239,18 @@ def test_cora_config_reaches_paper_accuracy_and_writes_its_run(tmp_path, dataset
     assert metrics["test/acc"] >= 0.80
 
 
-def test_pubmed_config_fails_in_one_line_naming_the_file(tmp_path, datasets_dir, capsys):
+@pytest.mark.parametrize(
+    ("config", "extra", "expected"),
+    [
+        ("mixhop/pubmed", [], "ind.pubmed.allx"),
+        (
+            "mixhop/cora",
+            ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"],
+            "--data.init_args.batch_size",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, datasets_dir, config, extra, expected):
     import subprocess
 
     out = subprocess.run(
@@ -249,9 +260,10 @@ def test_pubmed_config_fails_in_one_line_naming_the_file(tmp_path, datasets_dir,
             "lit_info",
             "fit",
             "--config",
-            str(ROOT / "configs/mixhop/pubmed.yaml"),
-            f"--trainer.default_root_dir={tmp_path}",
+            str(ROOT / f"configs/{config}.yaml"),
+            f"--trainer.default_root_dir={tmp_path / 'runs'}",
             f"--data.init_args.data_dir={datasets_dir / 'planetoid'}",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -260,9 +272,9 @@ def test_pubmed_config_fails_in_one_line_naming_the_file(tmp_path, datasets_dir,
     )
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("lit_info: error: ") and "ind.pubmed.allx" in last
+    assert last.startswith("lit_info: error: ") and expected in last
     assert "Traceback" not in out.stderr
-    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("config.yaml"))
+    assert not (tmp_path / "runs").exists()  # no run folder, config or checkpoint
 
 
 def test_full_batch_on_two_devices_is_refused_with_a_pointer(datasets_dir):
