@@ -24,10 +24,12 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def fit_config(config: str, seed: int, overrides: list[str] | None = None) -> tuple[float, float]:
+def fit_config(config: str, seed: int, overrides: list[str] | None = None, inspect=None) -> tuple:
     """Fit ``configs/<config>.yaml`` with ``seed``.
 
-    Returns (test accuracy of the best-validation checkpoint, fit seconds, the model).
+    Returns (test accuracy of the best-validation checkpoint, fit seconds, the model), and
+    ``inspect(model)`` of the model at the end of the fit (before the best checkpoint is
+    loaded for the test) as a fourth entry when ``inspect`` is given.
     """
     import time
 
@@ -47,10 +49,13 @@ def fit_config(config: str, seed: int, overrides: list[str] | None = None) -> tu
         start = time.perf_counter()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         seconds = time.perf_counter() - start
+        inspected = inspect(cli.model) if inspect is not None else None
         best = cli.trainer.checkpoint_callback.best_model_path
         metrics = cli.trainer.test(
             cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False
         )[0]
+        if inspect is not None:
+            return float(metrics["test/acc"]), seconds, cli.model, inspected
         return float(metrics["test/acc"]), seconds, cli.model
 
 

@@ -27,8 +27,10 @@ def main() -> None:
     quiet()
     before, after, widths_seen = [], [], []
     for seed in range(args.seeds):
-        acc, _, model = fit_config("mixhop/cora_search", seed)
-        widths = model.searched_widths()
+        # the widths of the final stage-1 weights (as the fit's architecture.json)
+        acc, _, _, widths = fit_config(
+            "mixhop/cora_search", seed, inspect=lambda model: model.searched_widths()
+        )
         before.append(acc)
         hidden = str(widths["hidden_widths"]).replace(" ", "")
         output = str(widths["output_widths"]).replace(" ", "")
