@@ -6,30 +6,20 @@ refits the same model in this process and compares the scores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
-from jupyter_client.manager import KernelManager  # noqa: E402
+from notebook_runs import execute_notebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "corex_fmri.ipynb"
-SCRIPT = ROOT / "scripts" / "execute_notebooks.py"
-
-
-def _kernel(tmp: Path, env: dict[str, str]) -> KernelManager:
-    """The kernel helper of ``scripts/execute_notebooks.py`` (this interpreter's kernel)."""
-    spec = importlib.util.spec_from_file_location("execute_notebooks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.kernel_manager(tmp / "kernels", env)
 
 
 def test_fmri_notebook_runs_and_its_scores_match_a_refit(tmp_path, datasets_dir):
@@ -38,17 +28,7 @@ def test_fmri_notebook_runs_and_its_scores_match_a_refit(tmp_path, datasets_dir)
 
     out = tmp_path / "out"
     env = {"LIT_INFO_DATASETS": str(datasets_dir), "LIT_INFO_NOTEBOOK_DIR": str(out)}
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, km=_kernel(tmp_path, env), timeout=300, resources={"metadata": {"path": str(ROOT)}}
-    )
-    client.execute()
-    printed = "".join(
-        o.get("text", "")
-        for c in nb.cells
-        for o in c.get("outputs", [])
-        if o.get("name") == "stdout"
-    )
+    printed = execute_notebook(NOTEBOOK, tmp_path, env)
     assert "250 time points x 28 regions, 10 periods of 25" in printed
     assert (out / "tcorex_fmri.png").stat().st_size > 10_000
     scores = json.loads((out / "scores.json").read_text())

@@ -7,28 +7,20 @@ the checkpoint and checks the curve against the checkpoint's epoch.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
+from notebook_runs import execute_notebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "mixhop_cora.ipynb"
-SCRIPT = ROOT / "scripts" / "execute_notebooks.py"
-
-
-def _kernel(tmp: Path, env: dict[str, str]):
-    spec = importlib.util.spec_from_file_location("execute_notebooks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.kernel_manager(tmp / "kernels", env)
 
 
 def test_mixhop_notebook_trains_plots_and_reports_the_best_checkpoint(tmp_path, datasets_dir):
@@ -36,17 +28,7 @@ def test_mixhop_notebook_trains_plots_and_reports_the_best_checkpoint(tmp_path, 
 
     out = tmp_path / "out"
     env = {"LIT_INFO_DATASETS": str(datasets_dir), "LIT_INFO_NOTEBOOK_DIR": str(out)}
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, km=_kernel(tmp_path, env), timeout=300, resources={"metadata": {"path": str(ROOT)}}
-    )
-    client.execute()
-    printed = "".join(
-        o.get("text", "")
-        for c in nb.cells
-        for o in c.get("outputs", [])
-        if o.get("name") == "stdout"
-    )
+    printed = execute_notebook(NOTEBOOK, tmp_path, env)
     assert "best validation accuracy" in printed
     assert (out / "mixhop_cora.png").stat().st_size > 10_000
     summary = json.loads((out / "summary.json").read_text())

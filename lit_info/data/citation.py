@@ -50,7 +50,6 @@ PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
 #: ``(num_features, num_classes)`` of the Planetoid graphs, so hints need no file.
 PLANETOID_SHAPES = {"Cora": (1433, 7), "CiteSeer": (3703, 6), "PubMed": (500, 3)}
 PLANETOID_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
-HOMOPHILY_LEVELS = tuple(round(0.1 * k, 1) for k in range(10))
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> Path:
