@@ -40,7 +40,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -271,10 +270,10 @@ class MixHop(NodeClassifier):
             )
 
 
-def parameter_count(widths: dict[str, list], in_features: int, powers: Sequence[int]) -> int:
+def parameter_count(widths: dict[str, list], in_features: int) -> int:
     """Number of kernel entries of a MixHop net with these widths (for the search report)."""
     total, width = 0, in_features
     for layer in [*widths["hidden_widths"], widths["output_widths"]]:
-        total += width * int(np.sum(layer))
-        width = int(np.sum(layer))
+        total += width * sum(layer)
+        width = sum(layer)
     return total

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_info.methods.base import check_finite_loss
 from lit_info.nets.graph import adjacency_matrix
 
 
@@ -117,11 +118,7 @@ class NodeClassifier(pl.LightningModule):
         target = batch.y[nodes]
         ce = F.cross_entropy(logits, target)
         loss = ce + self.penalty()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} at global step {self.global_step}; lower "
-                "the learning rate"
-            )
+        check_finite_loss(loss, self, batch_idx)  # NonFiniteLossError: one line in the CLI
         self.train_acc(logits.detach(), target)
         size = nodes.numel()
         self.log("train/loss", loss, on_epoch=True, on_step=False, batch_size=size, sync_dist=True)
