@@ -1,0 +1,429 @@
+"""The five benchmark tasks from the episodes, in the authors' on-disk format.
+
+For each split (``train``, ``test``) and task, every episode becomes a timeseries file
+``<subject>_episode<i>_timeseries.csv`` (its rows within the task's window) and rows of the
+task's ``listfile.csv``. An episode is skipped (counted by reason) when its label file is
+empty (the stay has no diagnosis), its length of stay is missing, or it has no event within
+the ICU stay. The rules (``eps = 1e-6``, times in hours since ICU admission):
+
+* **in-hospital mortality**: stays of at least 48 h; rows with ``-eps < t < 48 + eps``;
+  ``stay,y_true``.
+* **decompensation**: hourly samples ``t`` in ``arange(0, min(LOS, lived) + eps)`` with
+  ``t > 4`` and ``t`` after the first event; label 1 when the patient died in hospital within
+  24 h of ``t``; ``stay,period_length,y_true``.
+* **length of stay**: the same hourly samples up to LOS, target the remaining LOS.
+* **phenotyping**: one row per stay with its 25 benchmark HCUP-CCS groups.
+* **multitask**: one row per stay with the four tasks' masks and labels (the authors' format).
+
+Order: ``test`` listfiles are sorted; ``train`` listfiles are shuffled with ``random.Random
+(49297)`` as the authors', except phenotyping whose train list they sort. The authors shuffle
+(and list the phenotyping test set) in ``os.listdir`` order, which differs between file
+systems; here episodes are enumerated in sorted order first, so the result is reproducible
+and the test listfiles equal the authors' row for row.
+
+The train / validation split writes ``train_listfile.csv`` / ``val_listfile.csv`` beside each
+task's folders by the published ``valset.csv`` (subject id = the file-name prefix), and
+``test_listfile.csv`` (a copy of ``test/listfile.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "EPS",
+    "SHUFFLE_SEED",
+    "TASKS",
+    "Episode",
+    "TaskResult",
+    "create_tasks",
+    "iterate_episodes",
+    "read_subject_list",
+    "split_train_val",
+]
+
+EPS = 1e-6
+SHUFFLE_SEED = 49297
+TASKS = ("in-hospital-mortality", "decompensation", "length-of-stay", "phenotyping", "multitask")
+IHM_HOURS = 48.0
+SHORTEST_HOURS = 4.0
+FUTURE_HOURS = 24.0
+MULTITASK_HEADER = (
+    "filename,length of stay,in-hospital mortality task (pos;mask;label),"
+    "length of stay task (masks;labels),phenotyping task (labels),"
+    "decompensation task (masks;labels)"
+)
+
+
+@dataclass
+class Episode:
+    """One episode's data as the task scripts see it."""
+
+    subject: str
+    name: str  # "episode<i>_timeseries.csv"
+    header: str
+    lines: list[str]
+    times: list[float]
+    mortality: int | None
+    los_hours: float | None  # 24 x "Length of Stay"; None when the label file is empty
+    icustay: int | None
+    lived_hours: float
+    phenotypes: list[int] | None
+
+    @property
+    def output_name(self) -> str:
+        """``<subject>_episode<i>_timeseries.csv``."""
+        return f"{self.subject}_{self.name}"
+
+
+@dataclass
+class TaskResult:
+    """Rows and counts of one task on one split."""
+
+    rows: list = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+
+def read_subject_list(path: str | Path) -> set[str]:
+    """Subject ids flagged 1 in a ``SUBJECT_ID,flag`` file (``testset.csv``, ``valset.csv``).
+
+    Raises:
+        ValueError: for a line that is not ``<id>,<0 or 1>`` (file and line named).
+    """
+    flagged = set()
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(",")
+            if len(parts) != 2 or parts[1] not in ("0", "1") or not parts[0].isdigit():
+                raise ValueError(
+                    f"{path}: line {number} is not '<SUBJECT_ID>,<0 or 1>': {line.strip()!r}"
+                )
+            if parts[1] == "1":
+                flagged.add(parts[0])
+    return flagged
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+
+def _phenotype_groups(
+    folder: Path, code_to_group: dict[str, str], benchmark_groups: list[str]
+) -> dict[int, list[int]]:
+    """Benchmark-group indicators per ICU stay from a subject's ``diagnoses.csv``."""
+    position = {group: index for index, group in enumerate(benchmark_groups)}
+    labels: dict[int, list[int]] = {}
+    path = folder / "diagnoses.csv"
+    if not path.exists():
+        return labels
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            stay = labels.setdefault(int(row["ICUSTAY_ID"]), [0] * len(benchmark_groups))
+            if row["USE_IN_BENCHMARK"] not in ("1", "1.0"):
+                continue
+            group = code_to_group.get(row["ICD9_CODE"])
+            if group in position:
+                stay[position[group]] = 1
+    return labels
+
+
+def iterate_episodes(
+    split_root: Path, code_to_group: dict[str, str], benchmark_groups: list[str]
+) -> Iterable[Episode]:
+    """The episodes of one split folder (``root/train`` or ``root/test``), in sorted order."""
+    subjects = sorted(p.name for p in split_root.iterdir() if p.is_dir() and p.name.isdigit())
+    for subject in subjects:
+        folder = split_root / subject
+        names = sorted(
+            p.name
+            for p in folder.iterdir()
+            if "timeseries" in p.name and not p.name.startswith(".")
+        )
+        if not names:
+            continue
+        stays = {}
+        with open(folder / "stays.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                stays[int(row["ICUSTAY_ID"])] = row
+        phenotypes = _phenotype_groups(folder, code_to_group, benchmark_groups)
+        for name in names:
+            with open(folder / name.replace("_timeseries", ""), newline="") as handle:
+                label_rows = list(csv.DictReader(handle))
+            with open(folder / name) as handle:
+                lines = handle.readlines()
+            header, body = lines[0], lines[1:]
+            times = [float(line.split(",", 1)[0]) for line in body]
+            mortality = los = icustay = None
+            lived = 1e18
+            labels = None
+            if label_rows:
+                row = label_rows[0]
+                mortality = int(float(row["Mortality"]))
+                icustay = int(float(row["Icustay"]))
+                los = (
+                    24.0 * float(row["Length of Stay"])
+                    if row["Length of Stay"] not in ("", "nan")
+                    else None
+                )
+                stay = stays[icustay]
+                if stay["DEATHTIME"]:
+                    lived = (
+                        _time(stay["DEATHTIME"]) - _time(stay["INTIME"])
+                    ).total_seconds() / 3600.0
+                labels = phenotypes.get(icustay, [0] * len(benchmark_groups))
+            yield Episode(
+                subject, name, header, body, times, mortality, los, icustay, lived, labels
+            )
+
+
+def _window(episode: Episode, end: float) -> tuple[list[str], list[float]]:
+    kept = [
+        (line, t)
+        for line, t in zip(episode.lines, episode.times, strict=True)
+        if -EPS < t < end + EPS
+    ]
+    return [line for line, _ in kept], [t for _, t in kept]
+
+
+def _write_timeseries(folder: Path, episode: Episode, lines: list[str]) -> None:
+    path = folder / episode.output_name
+    temporary = path.with_name("." + path.name + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(episode.header)
+        handle.writelines(lines)
+    temporary.replace(path)
+
+
+def _skip_reason(episode: Episode) -> str | None:
+    if episode.los_hours is None and episode.mortality is None:
+        return "empty label file (the stay has no diagnosis)"
+    if episode.los_hours is None or np.isnan(episode.los_hours):
+        return "length of stay missing"
+    return None
+
+
+def _in_hospital_mortality(episode: Episode, folder: Path, result: TaskResult) -> None:
+    if episode.los_hours < IHM_HOURS - EPS:
+        result.skipped["length of stay below 48 h"] += 1
+        return
+    lines, _ = _window(episode, IHM_HOURS)
+    if not lines:
+        result.skipped["no events in the first 48 h"] += 1
+        return
+    _write_timeseries(folder, episode, lines)
+    result.rows.append((episode.output_name, episode.mortality))
+
+
+def _hourly(episode: Episode, end: float, first_event: float) -> list[float]:
+    times = np.arange(0.0, end + EPS, 1.0)
+    return [float(t) for t in times if t > SHORTEST_HOURS and t > first_event]
+
+
+def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
+    lines, times = _window(episode, episode.los_hours)
+    if not lines:
+        result.skipped["no events in the ICU stay"] += 1
+        return
+    _write_timeseries(folder, episode, lines)
+    for t in _hourly(episode, min(episode.los_hours, episode.lived_hours), times[0]):
+        label = 0 if episode.mortality == 0 else int(episode.lived_hours - t < FUTURE_HOURS)
+        result.rows.append((episode.output_name, t, label))
+
+
+def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
+    lines, times = _window(episode, episode.los_hours)
+    if not lines:
+        result.skipped["no events in the ICU stay"] += 1
+        return
+    _write_timeseries(folder, episode, lines)
+    for t in _hourly(episode, episode.los_hours, times[0]):
+        result.rows.append((episode.output_name, t, episode.los_hours - t))
+
+
+def _phenotyping(episode: Episode, folder: Path, result: TaskResult) -> None:
+    lines, _ = _window(episode, episode.los_hours)
+    if not lines:
+        result.skipped["no events in the ICU stay"] += 1
+        return
+    _write_timeseries(folder, episode, lines)
+    result.rows.append((episode.output_name, episode.los_hours, list(episode.phenotypes)))
+
+
+def _multitask(episode: Episode, folder: Path, result: TaskResult) -> None:
+    lines, times = _window(episode, episode.los_hours)
+    if not lines:
+        result.skipped["no events in the ICU stay"] += 1
+        return
+    _write_timeseries(folder, episode, lines)
+    los = episode.los_hours
+    ihm_mask = int(not (los < IHM_HOURS - EPS or times[0] > IHM_HOURS + EPS))
+    ihm = (47 if ihm_mask else 0, ihm_mask, episode.mortality)
+    steps = np.array([int(t + EPS) for t in np.arange(0.0, los + EPS, 1.0)])
+    los_masks = ((steps > SHORTEST_HOURS) & (steps > times[0])).astype(int).tolist()
+    los_labels = (los - steps).tolist()
+    lived = episode.lived_hours
+    steps = np.array([int(t + EPS) for t in np.arange(0.0, min(los, lived) + EPS, 1.0)])
+    decomp_masks = ((steps > SHORTEST_HOURS) & (steps > times[0])).astype(int).tolist()
+    decomp_labels = [episode.mortality & int(lived - t < FUTURE_HOURS) for t in steps]
+    result.rows.append(
+        (
+            episode.output_name,
+            los,
+            ihm,
+            los_masks,
+            los_labels,
+            list(episode.phenotypes),
+            decomp_masks,
+            decomp_labels,
+        )
+    )
+
+
+_BUILDERS: dict[str, Callable[[Episode, Path, TaskResult], None]] = {
+    "in-hospital-mortality": _in_hospital_mortality,
+    "decompensation": _decompensation,
+    "length-of-stay": _length_of_stay,
+    "phenotyping": _phenotyping,
+    "multitask": _multitask,
+}
+
+
+def _listfile_lines(task: str, split: str, rows: list, benchmark_groups: list[str]) -> list[str]:
+    """Order the rows as the authors and format them as their listfile lines."""
+    if task == "multitask":
+        if split == "train":
+            order = list(range(len(rows)))
+            random.Random(SHUFFLE_SEED).shuffle(order)
+        else:
+            order = sorted(range(len(rows)), key=lambda index: rows[index][0])
+        rows = [rows[index] for index in order]
+    elif split == "train":
+        random.Random(SHUFFLE_SEED).shuffle(rows)
+        if task == "phenotyping":
+            rows = sorted(rows)
+    else:
+        rows = sorted(rows)
+    if task == "in-hospital-mortality":
+        return ["stay,y_true"] + [f"{x},{y:d}" for x, y in rows]
+    if task == "decompensation":
+        return ["stay,period_length,y_true"] + [f"{x},{t:.6f},{y:d}" for x, t, y in rows]
+    if task == "length-of-stay":
+        return ["stay,period_length,y_true"] + [f"{x},{t:.6f},{y:.6f}" for x, t, y in rows]
+    if task == "phenotyping":
+        header = "stay,period_length," + ",".join(benchmark_groups)
+        return [header] + [f"{x},{t:.6f}," + ",".join(map(str, y)) for x, t, y in rows]
+    lines = [MULTITASK_HEADER]
+    for name, los, ihm, los_masks, los_labels, pheno, dec_masks, dec_labels in rows:
+        los_task = ";".join(map(str, los_masks)) + ";" + ";".join(f"{v:.6f}" for v in los_labels)
+        decomp_task = ";".join(map(str, dec_masks)) + ";" + ";".join(map(str, dec_labels))
+        lines.append(
+            ",".join(
+                [
+                    name,
+                    f"{los:.6f}",
+                    "{:d};{:d};{:d}".format(*ihm),
+                    los_task,
+                    ";".join(map(str, pheno)),
+                    decomp_task,
+                ]
+            )
+        )
+    return lines
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    temporary = path.with_name("." + path.name + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    temporary.replace(path)
+
+
+def create_tasks(
+    root: Path,
+    out: Path,
+    code_to_group: dict[str, str],
+    benchmark_groups: list[str],
+    tasks: tuple[str, ...] = TASKS,
+    progress: Callable[[Iterable, str, int], Iterable] | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Write ``<out>/<task>/{train,test}/`` (timeseries + ``listfile.csv``) for each task.
+
+    Args:
+        root: the split subject folders (``root/train/<subject>``, ``root/test/<subject>``).
+        out: where the task folders go.
+        code_to_group: ICD-9 code -> HCUP group.
+        benchmark_groups: the sorted benchmark groups (the phenotype label order).
+        tasks: which tasks to create.
+        progress: wraps the episode iterator (a progress bar), given a description and total.
+
+    Returns:
+        Per task and split: ``samples``, ``episodes``, ``positives`` (binary tasks) and
+        ``skipped`` episodes by reason.
+    """
+    summary: dict[str, dict[str, dict]] = {task: {} for task in tasks}
+    for split in ("test", "train"):
+        split_root = root / split
+        results = {task: TaskResult() for task in tasks}
+        folders = {}
+        for task in tasks:
+            folders[task] = out / task / split
+            folders[task].mkdir(parents=True, exist_ok=True)
+        episodes: Iterable[Episode] = iterate_episodes(split_root, code_to_group, benchmark_groups)
+        if progress is not None:
+            total = sum(1 for _ in split_root.glob("*/episode*_timeseries.csv"))
+            episodes = progress(episodes, f"tasks ({split})", total)
+        for episode in episodes:
+            reason = _skip_reason(episode)
+            for task in tasks:
+                if reason is not None:
+                    results[task].skipped[reason] += 1
+                else:
+                    _BUILDERS[task](episode, folders[task], results[task])
+        for task in tasks:
+            rows = results[task].rows
+            _write_lines(
+                folders[task] / "listfile.csv",
+                _listfile_lines(task, split, list(rows), benchmark_groups),
+            )
+            entry = {"samples": len(rows), "skipped_episodes": dict(results[task].skipped)}
+            entry["episodes"] = len({row[0] for row in rows})
+            if task in ("in-hospital-mortality", "decompensation"):
+                entry["positives"] = int(sum(row[-1] for row in rows))
+            summary[task][split] = entry
+    return summary
+
+
+def split_train_val(task_folder: Path, validation_subjects: set[str]) -> dict[str, int]:
+    """Write ``train_listfile.csv``, ``val_listfile.csv`` and ``test_listfile.csv`` of a task.
+
+    Returns:
+        The number of rows of each.
+    """
+    with open(task_folder / "train" / "listfile.csv") as handle:
+        lines = handle.readlines()
+    header, body = lines[0], lines[1:]
+    train = [line for line in body if line[: line.find("_")] not in validation_subjects]
+    val = [line for line in body if line[: line.find("_")] in validation_subjects]
+    with open(task_folder / "test" / "listfile.csv") as handle:
+        test = handle.readlines()
+    for name, content in (
+        ("train_listfile.csv", [header, *train]),
+        ("val_listfile.csv", [header, *val]),
+        ("test_listfile.csv", test),
+    ):
+        path = task_folder / name
+        temporary = path.with_name("." + name + ".tmp")
+        with open(temporary, "w") as handle:
+            handle.writelines(content)
+        temporary.replace(path)
+    return {"train": len(train), "val": len(val), "test": len(test) - 1}
