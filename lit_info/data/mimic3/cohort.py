@@ -25,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lit_info.data.mimic3.episodes import divisor
 from lit_info.data.mimic3.tables import (
     parse_float,
     parse_int,
@@ -204,8 +205,10 @@ def build_cohort(tables: dict[str, pl.DataFrame], definitions: dict) -> Cohort:
     stays = kept
     steps["one ICU stay per admission"] = _counts(stays)
 
-    seconds = (pl.col("INTIME") - pl.col("DOB")).dt.total_microseconds() / 1e6
-    age = seconds / 3600.0 / 24.0 / 365.0
+    # exact divisions (a materialized divisor: polars divides by a scalar via its reciprocal)
+    micros = (pl.col("INTIME") - pl.col("DOB")).dt.total_microseconds().cast(pl.Float64)
+    by = {d: divisor(stays, d) for d in (1e6, 3600.0, 24.0, 365.0)}
+    age = micros / by[1e6] / by[3600.0] / by[24.0] / by[365.0]
     stays = stays.with_columns(pl.when(age < 0).then(90.0).otherwise(age).alias("AGE"))
 
     def within(time: str, start: str, end: str) -> pl.Expr:
