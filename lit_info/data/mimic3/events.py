@@ -136,59 +136,38 @@ def validate_batch(
 
 
 class BucketWriter:
-    """Append rows to Parquet files per subject bucket, flushing when a bucket's buffer is full.
+    """Write each batch's kept rows as one Parquet file sorted by subject bucket.
 
-    Files are ``<root>/b<bucket>/<table>-<seq>.parquet``, written under a temporary name and
-    renamed, so a file that exists is complete.
+    Files are ``<root>/<table>-<seq>.parquet`` (written under a temporary name and renamed, so
+    a file that exists is complete) with small row groups: reading one bucket back
+    (:func:`read_bucket`) skips, by the row groups' statistics, the rows of other buckets.
     """
 
-    def __init__(self, root: Path, n_buckets: int, table: str, flush_rows: int) -> None:
+    def __init__(self, root: Path, n_buckets: int, table: str) -> None:
         self.root = Path(root)
         self.n_buckets = n_buckets
         self.table = table
-        self.flush_rows = flush_rows
-        self._buffers: dict[int, list[pl.DataFrame]] = {}
-        self._buffered: dict[int, int] = {}
         self._sequence = 0
 
     def add(self, kept: pl.DataFrame) -> None:
-        """Buffer the rows of ``kept`` by bucket and flush full buckets."""
+        """Write the rows of ``kept`` (one file), sorted by bucket."""
         if kept.height == 0:
             return
-        keyed = kept.with_columns((pl.col("SUBJECT_ID") % self.n_buckets).alias("_BUCKET"))
-        for (bucket,), part in keyed.partition_by(
-            "_BUCKET", as_dict=True, include_key=False
-        ).items():
-            self._buffers.setdefault(int(bucket), []).append(part)
-            self._buffered[int(bucket)] = self._buffered.get(int(bucket), 0) + part.height
-            if self._buffered[int(bucket)] >= self.flush_rows:
-                self._flush(int(bucket))
-        if sum(self._buffered.values()) >= self.flush_rows:
-            for bucket in list(self._buffers):
-                self._flush(bucket)
-
-    def _flush(self, bucket: int) -> None:
-        parts = self._buffers.pop(bucket, [])
-        self._buffered.pop(bucket, None)
-        if not parts:
-            return
-        folder = self.root / f"b{bucket:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        keyed = kept.with_columns(
+            (pl.col("SUBJECT_ID") % self.n_buckets).cast(pl.UInt32).alias("BUCKET")
+        )
+        keyed = keyed.sort("BUCKET", maintain_order=True)
         self._sequence += 1
-        target = folder / f"{self.table}-{self._sequence:06d}.parquet"
+        target = self.root / f"{self.table}-{self._sequence:06d}.parquet"
         temporary = target.with_name("." + target.name + ".tmp")
-        pl.concat(parts).write_parquet(temporary, compression="lz4")
+        keyed.write_parquet(temporary, compression="lz4", row_group_size=32_768, statistics=True)
         temporary.replace(target)
 
-    def close(self) -> None:
-        """Flush every remaining buffer."""
-        for bucket in list(self._buffers):
-            self._flush(bucket)
 
-
-def read_bucket(folder: Path) -> pl.DataFrame:
-    """All kept event rows of one bucket (every table), in table and row order."""
-    files = sorted(folder.glob("*.parquet"))
+def read_bucket(root: Path, bucket: int) -> pl.DataFrame:
+    """All kept event rows of one bucket (every table), in subject, table and row order."""
+    files = sorted(Path(root).glob("*.parquet"))
     if not files:
         return pl.DataFrame(schema=KEPT_SCHEMA)
-    return pl.read_parquet(files).sort(["SUBJECT_ID", "TABLE", "ROW"])
+    rows = pl.scan_parquet(files).filter(pl.col("BUCKET") == bucket).drop("BUCKET").collect()
+    return rows.sort(["SUBJECT_ID", "TABLE", "ROW"])

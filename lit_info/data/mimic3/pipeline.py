@@ -304,13 +304,20 @@ class Build:
         return {"steps": cohort.steps, "tables": cohort.tables}
 
     def _event_plan(self, paths: dict[str, Path]) -> tuple[int, int]:
-        """(batch rows, buckets) for the memory limit: a bucket uses a fraction of it."""
+        """(batch rows, buckets) for the memory limit.
+
+        A batch of text rows takes about 150 bytes a row and its validation a few copies; the
+        tables are read by up to three threads. A bucket of events is processed by one of
+        ``workers`` threads with several intermediate copies; its size is estimated from the
+        event files' size (x8 for gzip).
+        """
         limit = self.options.memory_limit_mb * 2**20
-        batch_rows = int(min(5_000_000, max(50_000, limit // 2000)))
+        readers = min(self.options.workers, len(EVENT_TABLES))
+        batch_rows = int(min(2_000_000, max(20_000, limit // (1000 * readers))))
         size = sum(
             paths[t].stat().st_size * (8 if paths[t].suffix == ".gz" else 1) for t in EVENT_TABLES
         )
-        buckets = max(1, math.ceil(size * 3 / (limit / max(2, self.options.workers))))
+        buckets = max(1, math.ceil(size * 6 * self.options.workers / limit))
         return batch_rows, buckets
 
     def _stage_events(self, paths: dict[str, Path]) -> dict:
@@ -324,13 +331,12 @@ class Build:
 
         def one_table(table: str) -> EventValidation:
             counts = EventValidation()
-            writer = BucketWriter(partial, buckets, table, flush_rows=batch_rows)
+            writer = BucketWriter(partial, buckets, table)
             batches = event_batches(paths[table], table, batch_rows)
             for batch in self._bar(batches, f"{table} (batches of {batch_rows:,} rows)"):
                 kept, batch_counts = validate_batch(batch, table, stay_keys)
                 writer.add(kept)
                 counts.add(batch_counts)
-            writer.close()
             return counts
 
         try:
@@ -352,7 +358,7 @@ class Build:
         stays = pl.read_parquet(self.work / "stays.parquet")
         diagnoses = pl.read_parquet(self.work / "diagnoses.parquet")
         variable_map = read_variable_map(resource_path("itemid_to_variable_map.csv"))
-        buckets = sorted(p for p in (self.work / "events").iterdir() if p.is_dir())
+        n_buckets = json.loads((self.markers / "events.json").read_text())["counts"]["buckets"]
         total = EpisodeCounts()
         # subject folders may already sit in root/train|test (a rerun after the split)
         folders = {}
@@ -362,14 +368,13 @@ class Build:
                 stale.unlink()
             (folders[subject] / "events.csv").unlink(missing_ok=True)
 
-        def one_bucket(bucket: Path) -> EpisodeCounts:
-            events = read_bucket(bucket)
+        def one_bucket(bucket: int) -> EpisodeCounts:
+            events = read_bucket(self.work / "events", bucket)
             return extract_episodes(events, stays, diagnoses, variable_map, folders.__getitem__)
 
         with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
-            for counts in self._bar(
-                pool.map(one_bucket, buckets), "episodes (subject buckets)", len(buckets)
-            ):
+            work = pool.map(one_bucket, range(n_buckets))
+            for counts in self._bar(work, "episodes (subject buckets)", n_buckets):
                 total.add(counts)
         if not self.options.keep_work:
             shutil.rmtree(self.work / "events", ignore_errors=True)
