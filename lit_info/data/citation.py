@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from lit_info.data.samplers import ShardSampler
 from lit_info.nets.graph import normalized_adjacency
 
 if TYPE_CHECKING:
@@ -193,23 +194,6 @@ class _Seeds(Dataset):
 
     def __getitem__(self, index: int) -> int:
         return int(self.nodes[index])
-
-
-class ShardSampler(DistributedSampler):
-    """Disjoint, unpadded shards ``rank, rank + world, ...`` (evaluation under DDP).
-
-    A ``DistributedSampler`` (so Lightning keeps it) that neither shuffles nor pads: every node
-    is evaluated by exactly one process and metrics summed over processes count it once.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-
-    def __iter__(self):  # noqa: D105
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class KHopCollate:

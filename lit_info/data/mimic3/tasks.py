@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -235,9 +235,14 @@ def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
         result.skipped["no events in the ICU stay"] += 1
         return
     _write_timeseries(folder, episode, lines)
-    for t in _hourly(episode, min(episode.los_hours, episode.lived_hours), times[0]):
-        label = 0 if episode.mortality == 0 else int(episode.lived_hours - t < FUTURE_HOURS)
-        result.rows.append((episode.output_name, t, label))
+    hours = _hourly(episode, min(episode.los_hours, episode.lived_hours), times[0])
+    if episode.mortality == 0:
+        labels = np.zeros(len(hours), dtype=np.int64)
+    else:
+        labels = np.array(
+            [int(episode.lived_hours - t < FUTURE_HOURS) for t in hours], dtype=np.int64
+        )
+    result.rows.append((episode.output_name, np.array(hours, dtype=np.float64), labels))
 
 
 def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
@@ -246,8 +251,8 @@ def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
         result.skipped["no events in the ICU stay"] += 1
         return
     _write_timeseries(folder, episode, lines)
-    for t in _hourly(episode, episode.los_hours, times[0]):
-        result.rows.append((episode.output_name, t, episode.los_hours - t))
+    hours = np.array(_hourly(episode, episode.los_hours, times[0]), dtype=np.float64)
+    result.rows.append((episode.output_name, hours, episode.los_hours - hours))
 
 
 def _phenotyping(episode: Episode, folder: Path, result: TaskResult) -> None:
@@ -275,18 +280,17 @@ def _multitask(episode: Episode, folder: Path, result: TaskResult) -> None:
     steps = np.array([int(t + EPS) for t in np.arange(0.0, min(los, lived) + EPS, 1.0)])
     decomp_masks = ((steps > SHORTEST_HOURS) & (steps > times[0])).astype(int).tolist()
     decomp_labels = [episode.mortality & int(lived - t < FUTURE_HOURS) for t in steps]
-    result.rows.append(
-        (
-            episode.output_name,
-            los,
-            ihm,
-            los_masks,
-            los_labels,
-            list(episode.phenotypes),
-            decomp_masks,
-            decomp_labels,
-        )
-    )
+    los_task = ";".join(map(str, los_masks)) + ";" + ";".join(f"{v:.6f}" for v in los_labels)
+    decomp_task = ";".join(map(str, decomp_masks)) + ";" + ";".join(map(str, decomp_labels))
+    fields = [
+        episode.output_name,
+        f"{los:.6f}",
+        "{:d};{:d};{:d}".format(*ihm),
+        los_task,
+        ";".join(map(str, episode.phenotypes)),
+        decomp_task,
+    ]
+    result.rows.append((episode.output_name, ",".join(fields)))
 
 
 _BUILDERS: dict[str, Callable[[Episode, Path, TaskResult], None]] = {
@@ -298,53 +302,74 @@ _BUILDERS: dict[str, Callable[[Episode, Path, TaskResult], None]] = {
 }
 
 
-def _listfile_lines(task: str, split: str, rows: list, benchmark_groups: list[str]) -> list[str]:
-    """Order the rows as the authors and format them as their listfile lines."""
+def _hourly_lines(task: str, split: str, blocks: list) -> Iterator[str]:
+    """Decompensation / length-of-stay lines from per-episode (name, hours, labels) blocks.
+
+    The same order as sorting (test) or shuffling (train) the list of (name, t, y) rows, kept
+    as arrays: a permutation of ``range(N)`` drawn by ``random.shuffle`` depends only on ``N``.
+    """
+    names = [name for name, hours, _ in blocks for _ in range(len(hours))]
+    hours = np.concatenate([h for _, h, _ in blocks]) if blocks else np.zeros(0)
+    labels = np.concatenate([y for _, _, y in blocks]) if blocks else np.zeros(0)
+    if split == "train":
+        order = list(range(len(names)))
+        random.Random(SHUFFLE_SEED).shuffle(order)
+    else:
+        rank = {name: i for i, name in enumerate(sorted({name for name, _, _ in blocks}))}
+        name_rank = np.array([rank[name] for name in names], dtype=np.int64)
+        order = np.lexsort((labels, hours, name_rank)).tolist()
+    for index in order:
+        if task == "decompensation":
+            yield f"{names[index]},{hours[index]:.6f},{int(labels[index]):d}"
+        else:
+            yield f"{names[index]},{hours[index]:.6f},{labels[index]:.6f}"
+
+
+def _listfile_lines(
+    task: str, split: str, rows: list, benchmark_groups: list[str]
+) -> Iterator[str]:
+    """The listfile's lines (header first) in the authors' order."""
+    if task in ("decompensation", "length-of-stay"):
+        yield "stay,period_length,y_true"
+        yield from _hourly_lines(task, split, rows)
+        return
     if task == "multitask":
+        order = list(range(len(rows)))
         if split == "train":
-            order = list(range(len(rows)))
             random.Random(SHUFFLE_SEED).shuffle(order)
         else:
-            order = sorted(range(len(rows)), key=lambda index: rows[index][0])
-        rows = [rows[index] for index in order]
-    elif split == "train":
+            order.sort(key=lambda index: rows[index][0])
+        yield MULTITASK_HEADER
+        for index in order:
+            yield rows[index][1]
+        return
+    if split == "train":
         random.Random(SHUFFLE_SEED).shuffle(rows)
         if task == "phenotyping":
             rows = sorted(rows)
     else:
         rows = sorted(rows)
     if task == "in-hospital-mortality":
-        return ["stay,y_true"] + [f"{x},{y:d}" for x, y in rows]
-    if task == "decompensation":
-        return ["stay,period_length,y_true"] + [f"{x},{t:.6f},{y:d}" for x, t, y in rows]
-    if task == "length-of-stay":
-        return ["stay,period_length,y_true"] + [f"{x},{t:.6f},{y:.6f}" for x, t, y in rows]
-    if task == "phenotyping":
-        header = "stay,period_length," + ",".join(benchmark_groups)
-        return [header] + [f"{x},{t:.6f}," + ",".join(map(str, y)) for x, t, y in rows]
-    lines = [MULTITASK_HEADER]
-    for name, los, ihm, los_masks, los_labels, pheno, dec_masks, dec_labels in rows:
-        los_task = ";".join(map(str, los_masks)) + ";" + ";".join(f"{v:.6f}" for v in los_labels)
-        decomp_task = ";".join(map(str, dec_masks)) + ";" + ";".join(map(str, dec_labels))
-        lines.append(
-            ",".join(
-                [
-                    name,
-                    f"{los:.6f}",
-                    "{:d};{:d};{:d}".format(*ihm),
-                    los_task,
-                    ";".join(map(str, pheno)),
-                    decomp_task,
-                ]
-            )
-        )
-    return lines
+        yield "stay,y_true"
+        for x, y in rows:
+            yield f"{x},{y:d}"
+        return
+    yield "stay,period_length," + ",".join(benchmark_groups)
+    for x, t, y in rows:
+        yield f"{x},{t:.6f}," + ",".join(map(str, y))
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
     temporary = path.with_name("." + path.name + ".tmp")
     with open(temporary, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= 10_000:
+                handle.write("\n".join(chunk) + "\n")
+                chunk = []
+        if chunk:
+            handle.write("\n".join(chunk) + "\n")
     temporary.replace(path)
 
 
@@ -395,10 +420,14 @@ def create_tasks(
                 folders[task] / "listfile.csv",
                 _listfile_lines(task, split, list(rows), benchmark_groups),
             )
-            entry = {"samples": len(rows), "skipped_episodes": dict(results[task].skipped)}
-            entry["episodes"] = len({row[0] for row in rows})
-            if task in ("in-hospital-mortality", "decompensation"):
-                entry["positives"] = int(sum(row[-1] for row in rows))
+            hourly = task in ("decompensation", "length-of-stay")
+            samples = sum(len(row[1]) for row in rows) if hourly else len(rows)
+            entry = {"samples": samples, "skipped_episodes": dict(results[task].skipped)}
+            entry["episodes"] = sum(len(row[1]) > 0 for row in rows) if hourly else len(rows)
+            if task == "in-hospital-mortality":
+                entry["positives"] = int(sum(row[1] for row in rows))
+            elif task == "decompensation":
+                entry["positives"] = int(sum(row[2].sum() for row in rows))
             summary[task][split] = entry
     return summary
 

@@ -1,0 +1,221 @@
+"""The recurrent baselines of the MIMIC-III benchmark (Harutyunyan et al., Scientific Data 2019).
+
+* :class:`StandardLSTM`: ``depth - 1`` bidirectional LSTM layers of ``hidden / 2`` units per
+  direction, then an LSTM of ``hidden`` units, dropout, a linear output (the authors' Keras
+  ``lstm.py``; with ``sequence_output`` (deep supervision) every layer is unidirectional and
+  the output is given at every bin).
+* :class:`ChannelWiseLSTM`: each of the 17 clinical variables (its value columns and its mask)
+  through its own ``depth`` bidirectional LSTM layers of ``hidden / 2`` units per direction,
+  the outputs concatenated, then ``depth - 1`` bidirectional layers and a final LSTM of
+  ``size_coef * hidden`` units (``channel_wise_lstms.py``).
+* :class:`MultitaskLSTM`: ``depth`` unidirectional LSTM layers of ``hidden`` units shared by
+  four per-bin heads (in-hospital mortality, decompensation, length of stay, phenotyping).
+
+Dropout is applied to each LSTM layer's input and to the last layer's output (Keras'
+``dropout``; no recurrent dropout, the authors' default). Padded steps are excluded with
+packed sequences (Keras' ``Masking`` of all-zero steps), so the sequence output is the state
+at each sample's last valid bin.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+__all__ = ["ChannelWiseLSTM", "MultitaskLSTM", "StandardLSTM", "channel_groups", "last_valid"]
+
+
+def last_valid(sequence: Tensor, lengths: Tensor) -> Tensor:
+    """``sequence[b, lengths[b] - 1]`` for every sample ``b`` of a (B, T, F) tensor."""
+    index = (lengths - 1).clamp(min=0).to(sequence.device)
+    return sequence[torch.arange(sequence.shape[0], device=sequence.device), index]
+
+
+class _Recurrent(nn.Module):
+    """One LSTM layer on padded input with input dropout, run on packed sequences."""
+
+    def __init__(self, input_size: int, units: int, bidirectional: bool, dropout: float) -> None:
+        super().__init__()
+        per_direction = units // 2 if bidirectional else units
+        if per_direction < 1:
+            raise ValueError(f"an LSTM layer of {units} units cannot be split in two directions")
+        self.lstm = nn.LSTM(input_size, per_direction, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.output_size = per_direction * (2 if bidirectional else 1)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        packed = pack_padded_sequence(self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return output
+
+
+class StandardLSTM(nn.Module):
+    """The paper's standard LSTM.
+
+    Args:
+        input_size: features per bin (76).
+        hidden: units of the last LSTM (16 for in-hospital mortality in the paper).
+        depth: LSTM layers in all (2 for in-hospital mortality).
+        dropout: dropout on the layers' inputs and on the last output (0.3).
+        num_outputs: output units (1, or 25 for phenotyping, 10 for length-of-stay classes).
+        sequence_output: return an output at every bin (deep supervision; unidirectional).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 76,
+        hidden: int = 16,
+        depth: int = 1,
+        dropout: float = 0.3,
+        num_outputs: int = 1,
+        sequence_output: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth < 1 or hidden < 1:
+            raise ValueError(f"depth={depth}, hidden={hidden}: both must be at least 1")
+        self.sequence_output = sequence_output
+        layers = []
+        size = input_size
+        for _ in range(depth - 1):
+            layers.append(_Recurrent(size, hidden, bidirectional=not sequence_output, dropout=dropout))
+            size = layers[-1].output_size
+        layers.append(_Recurrent(size, hidden, bidirectional=False, dropout=dropout))
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_outputs)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Logits (B, outputs), or (B, T, outputs) with ``sequence_output``."""
+        for layer in self.layers:
+            x = layer(x, lengths)
+        if not self.sequence_output:
+            x = last_valid(x, lengths)
+        return self.head(self.dropout(x))
+
+
+def channel_groups(header: list[str]) -> list[list[int]]:
+    """Column indices of each clinical variable (value columns and mask), variables sorted.
+
+    As the authors: a column belongs to a variable when the variable's name occurs in it.
+    """
+    names = set()
+    for column in header:
+        if column.startswith("mask->"):
+            continue
+        names.add(column.split("->")[0])
+    return [[i for i, column in enumerate(header) if name in column] for name in sorted(names)]
+
+
+class ChannelWiseLSTM(nn.Module):
+    """The paper's channel-wise LSTM.
+
+    Args:
+        header: the discretizer's column names (to group columns by variable).
+        hidden: units of each variable's LSTM (8 for in-hospital mortality in the paper).
+        depth: LSTM layers per variable; ``depth - 1`` more after the concatenation.
+        size_coef: the later layers have ``size_coef * hidden`` units (4.0).
+        dropout: input / output dropout (0.3).
+        num_outputs: output units.
+        sequence_output: an output at every bin (deep supervision; unidirectional).
+    """
+
+    def __init__(
+        self,
+        header: list[str],
+        hidden: int = 8,
+        depth: int = 1,
+        size_coef: float = 4.0,
+        dropout: float = 0.3,
+        num_outputs: int = 1,
+        sequence_output: bool = False,
+    ) -> None:
+        super().__init__()
+        self.groups = channel_groups(header)
+        if not self.groups:
+            raise ValueError("channel-wise LSTM: the header names no variables")
+        bidirectional = not sequence_output
+        self.sequence_output = sequence_output
+        self.channels = nn.ModuleList()
+        width = 0
+        for columns in self.groups:
+            stack, size = [], len(columns)
+            for _ in range(depth):
+                stack.append(_Recurrent(size, hidden, bidirectional=bidirectional, dropout=dropout))
+                size = stack[-1].output_size
+            self.channels.append(nn.ModuleList(stack))
+            width += size
+        units = int(size_coef * hidden)
+        layers = []
+        for _ in range(depth - 1):
+            layers.append(_Recurrent(width, units, bidirectional=bidirectional, dropout=dropout))
+            width = layers[-1].output_size
+        layers.append(_Recurrent(width, units, bidirectional=False, dropout=dropout))
+        self.layers = nn.ModuleList(layers)
+        for index, columns in enumerate(self.groups):
+            self.register_buffer(f"columns_{index}", torch.tensor(columns), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(units, num_outputs)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Logits (B, outputs), or (B, T, outputs) with ``sequence_output``."""
+        outputs = []
+        for index, stack in enumerate(self.channels):
+            part = x.index_select(2, getattr(self, f"columns_{index}"))
+            for layer in stack:
+                part = layer(part, lengths)
+            outputs.append(part)
+        z = torch.cat(outputs, dim=2)
+        for layer in self.layers:
+            z = layer(z, lengths)
+        if not self.sequence_output:
+            z = last_valid(z, lengths)
+        return self.head(self.dropout(z))
+
+
+class MultitaskLSTM(nn.Module):
+    """Shared LSTM layers with per-bin heads for the four tasks (the multitask baseline).
+
+    Args:
+        input_size: features per bin.
+        hidden: units per layer (512 in the authors' example).
+        depth: LSTM layers.
+        dropout: input / output dropout.
+        los_classes: 10 (the paper's classes) or 1 (regression of hours).
+        phenotypes: phenotype labels (25).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 76,
+        hidden: int = 512,
+        depth: int = 1,
+        dropout: float = 0.3,
+        los_classes: int = 10,
+        phenotypes: int = 25,
+    ) -> None:
+        super().__init__()
+        layers, size = [], input_size
+        for _ in range(depth):
+            layers.append(_Recurrent(size, hidden, bidirectional=False, dropout=dropout))
+            size = hidden
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+        self.ihm = nn.Linear(hidden, 1)
+        self.decomp = nn.Linear(hidden, 1)
+        self.los = nn.Linear(hidden, los_classes)
+        self.pheno = nn.Linear(hidden, phenotypes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """Per-bin logits ``ihm`` (B, T), ``decomp`` (B, T), ``los`` (B, T, classes) and the
+        phenotype logits at each sample's last bin ``pheno`` (B, 25)."""
+        for layer in self.layers:
+            x = layer(x, lengths)
+        x = self.dropout(x)
+        return {
+            "ihm": self.ihm(x).squeeze(-1),
+            "decomp": self.decomp(x).squeeze(-1),
+            "los": self.los(x),
+            "pheno": self.pheno(last_valid(x, lengths)),
+        }
