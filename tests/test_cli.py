@@ -139,6 +139,8 @@ def test_every_experiment_config_parses():
         elif path.parent.name in ("mixhop", "gcn"):
             synthetic = path.name.startswith("synthetic_")
             expected = "HomophilyGraphDataModule" if synthetic else "CitationGraphDataModule"
+        elif path.parent.name == "mimic3":
+            expected = "Mimic3DataModule"
         else:
             expected = "NoisyImageDataModule"
         assert cfg.data.class_path == f"lit_info.data.{expected}", path

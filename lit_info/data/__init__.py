@@ -12,6 +12,7 @@ from typing import Any
 _LOCATIONS = {
     "CitationGraphDataModule": "lit_info.data.citation",
     "HomophilyGraphDataModule": "lit_info.data.citation",
+    "Mimic3DataModule": "lit_info.data.mimic3.datamodule",
     "NoisyImageDataModule": "lit_info.data.images",
     "TimeSeriesDataModule": "lit_info.data.timeseries",
 }

@@ -81,13 +81,17 @@ class _TaskHead:
     def loss(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean loss over the samples (or the masked bins)."""
         if self.task == "length-of-stay" and self.los_partition == "custom":
-            per = F.cross_entropy(logits.reshape(-1, 10), los_class(targets.reshape(-1)), reduction="none")
+            per = F.cross_entropy(
+                logits.reshape(-1, 10), los_class(targets.reshape(-1)), reduction="none"
+            )
         elif self.task == "length-of-stay":
             per = (F.relu(logits.reshape(-1)) - targets.reshape(-1)) ** 2
         elif self.task == "phenotyping":
             per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
         else:
-            per = F.binary_cross_entropy_with_logits(logits.reshape(-1), targets.reshape(-1), reduction="none")
+            per = F.binary_cross_entropy_with_logits(
+                logits.reshape(-1), targets.reshape(-1), reduction="none"
+            )
         if mask is None:
             return per.mean()
         mask = mask.reshape(-1).to(per.dtype)
@@ -134,8 +138,8 @@ class ClinicalLSTM(_EvaluatedModule):
         depth: LSTM layers (2 for standard in-hospital mortality, else 1).
         dropout: 0.3 in the paper (0 for decompensation).
         size_coef: channel-wise width factor (4.0; 8.0 for phenotyping).
-        deep_supervision: train on every listed hour of a stay (the datamodule's
-            ``deep_supervision`` must match).
+        deep_supervision: train on every listed hour of a stay (a hint: the datamodule's
+            ``deep_supervision``).
         los_partition: ``custom`` (10 classes, the paper) or ``none`` (regression in hours).
         lr: Adam learning rate (1e-3).
     """
@@ -150,13 +154,14 @@ class ClinicalLSTM(_EvaluatedModule):
         depth: int = 1,
         dropout: float = 0.3,
         size_coef: float = 4.0,
-        deep_supervision: bool = False,
+        deep_supervision: bool | None = None,
         los_partition: Literal["custom", "none"] = "custom",
         lr: float = 1e-3,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         task = require_hint(task, "task", name)
+        deep_supervision = bool(deep_supervision)
         input_size = require_hint(input_size, "input_size", name)
         if task == "multitask":
             raise ValueError(f"{name}: task multitask is served by ClinicalMultitask")
@@ -168,12 +173,23 @@ class ClinicalLSTM(_EvaluatedModule):
         self.head_spec = _TaskHead(task, los_partition)
         if network == "lstm":
             self.net = StandardLSTM(
-                input_size, hidden, depth, dropout, self.head_spec.outputs, sequence_output=deep_supervision
+                input_size,
+                hidden,
+                depth,
+                dropout,
+                self.head_spec.outputs,
+                sequence_output=deep_supervision,
             )
         else:
             header = require_hint(header, "header", name)
             self.net = ChannelWiseLSTM(
-                header, hidden, depth, size_coef, dropout, self.head_spec.outputs, sequence_output=deep_supervision
+                header,
+                hidden,
+                depth,
+                size_coef,
+                dropout,
+                self.head_spec.outputs,
+                sequence_output=deep_supervision,
             )
         self.task = task
         self.deep_supervision = deep_supervision
@@ -187,10 +203,14 @@ class ClinicalLSTM(_EvaluatedModule):
     def _targets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         if self.deep_supervision:
             if "mask" not in batch:
-                raise ValueError("deep_supervision=True needs the datamodule's deep_supervision=True")
+                raise ValueError(
+                    "deep_supervision=True needs the datamodule's deep_supervision=True"
+                )
             return batch["y_seq"], batch["mask"]
         if "mask" in batch:
-            raise ValueError("the datamodule serves deep supervision: set model deep_supervision=True")
+            raise ValueError(
+                "the datamodule serves deep supervision: set model deep_supervision=True"
+            )
         return batch["y"], None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
@@ -223,7 +243,9 @@ class ClinicalLSTM(_EvaluatedModule):
     def on_test_epoch_end(self) -> None:  # noqa: D102
         self._log_metrics("test", "task", self.task)
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def predict_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict:
         """Per-sample ``index``, ``y_true`` and ``prediction``.
 
         Raises:
@@ -232,7 +254,8 @@ class ClinicalLSTM(_EvaluatedModule):
         """
         if self.deep_supervision:
             raise ValueError(
-                "predict gives one row per sample; with deep_supervision use test (it scores every listed hour)"
+                "predict gives one row per sample; with deep_supervision use test "
+                "(it scores every listed hour)"
             )
         predictions = self.head_spec.predict(self(batch["x"], batch["lengths"]))
         return {"index": batch["index"], "y_true": batch["y"], "prediction": predictions}
@@ -282,12 +305,17 @@ class ClinicalMultitask(_EvaluatedModule):
             "pheno": _TaskHead("phenotyping", los_partition),
         }
         self.net = MultitaskLSTM(input_size, hidden, depth, dropout, self.heads["los"].outputs)
-        self.weights = {"ihm": ihm_weight, "decomp": decomp_weight, "los": los_weight, "pheno": pheno_weight}
+        self.weights = {
+            "ihm": ihm_weight,
+            "decomp": decomp_weight,
+            "los": los_weight,
+            "pheno": pheno_weight,
+        }
         self.lr = lr
         self._stores(list(self.heads))
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """Per-bin logits of the four heads (see :class:`~lit_info.nets.recurrent.MultitaskLSTM`)."""
+        """Per-bin logits of the four heads (:class:`~lit_info.nets.recurrent.MultitaskLSTM`)."""
         return self.net(x, lengths)
 
     def _parts(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor, Tensor | None]]:
@@ -343,7 +371,9 @@ class ClinicalMultitask(_EvaluatedModule):
     def on_test_epoch_end(self) -> None:  # noqa: D102
         self._epoch_end("test")
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def predict_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict:
         """Per stay: ``index``, in-hospital mortality and the 25 phenotype probabilities."""
         parts = self._parts(batch)
         return {
@@ -410,7 +440,9 @@ class ClinicalLinear(_EvaluatedModule):
         if self.task == "length-of-stay":
             per = 0.5 * (logits.reshape(-1) - y.double().reshape(-1)) ** 2
         else:
-            per = F.binary_cross_entropy_with_logits(logits.reshape(y.shape), y.double(), reduction="none")
+            per = F.binary_cross_entropy_with_logits(
+                logits.reshape(y.shape), y.double(), reduction="none"
+            )
         return self.C * per.sum() + 0.5 * (self.linear.weight**2).sum()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
@@ -450,12 +482,23 @@ class ClinicalLinear(_EvaluatedModule):
     def on_test_epoch_end(self) -> None:  # noqa: D102
         self._log_metrics("test", "task", self.task)
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def predict_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict:
         """Per-sample ``index``, ``y_true`` and ``prediction``."""
-        return {"index": batch["index"], "y_true": batch["y"], "prediction": self._prediction(self(batch["x"]))}
+        return {
+            "index": batch["index"],
+            "y_true": batch["y"],
+            "prediction": self._prediction(self(batch["x"])),
+        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
         return torch.optim.LBFGS(
-            self.parameters(), lr=1.0, max_iter=self.max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-            history_size=20, line_search_fn="strong_wolfe",
+            self.parameters(),
+            lr=1.0,
+            max_iter=self.max_iter,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
         )

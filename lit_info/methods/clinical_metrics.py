@@ -66,8 +66,9 @@ def binary_metrics(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
     if y.numel() == 0 or y.min() == y.max():
         return {"auroc": _nan(), "auprc": _nan(), "minpse": _nan()}
     precision, recall, _ = binary_precision_recall_curve(p, y)
-    order = torch.argsort(recall)
-    auprc = torch.trapezoid(precision[order].double(), recall[order].double())
+    # the curve runs from full recall down to (0, 1): integrate it in that order, as
+    # scikit-learn's auc does (sorting would reorder the points of tied recall)
+    auprc = torch.trapezoid(precision.double(), recall.double()).abs()
     return {
         "auroc": binary_auroc(p, y).double(),
         "auprc": auprc,
@@ -94,7 +95,9 @@ def length_of_stay_metrics(predicted_hours: Tensor, true_hours: Tensor) -> dict[
     if torch.equal(predicted_class, true_class) and true_class.unique().numel() == 1:
         kappa = torch.tensor(1.0, dtype=torch.float64)
     else:
-        kappa = multiclass_cohen_kappa(predicted_class, true_class, num_classes=10, weights="linear").double()
+        kappa = multiclass_cohen_kappa(
+            predicted_class, true_class, num_classes=10, weights="linear"
+        ).double()
     return {
         "kappa": kappa,
         "mad": (prediction - truth).abs().mean(),
@@ -149,7 +152,7 @@ def bootstrap(
     for name, values in draws.items():
         array = np.array(values, dtype=np.float64)
         array = array[~np.isnan(array)]
-        low, high = (np.percentile(array, [2.5, 97.5]) if array.size else (np.nan, np.nan))
+        low, high = np.percentile(array, [2.5, 97.5]) if array.size else (np.nan, np.nan)
         out[name] = {
             "value": float(full[name]),
             "mean": float(array.mean()) if array.size else float("nan"),

@@ -40,12 +40,16 @@ class _Recurrent(nn.Module):
         per_direction = units // 2 if bidirectional else units
         if per_direction < 1:
             raise ValueError(f"an LSTM layer of {units} units cannot be split in two directions")
-        self.lstm = nn.LSTM(input_size, per_direction, batch_first=True, bidirectional=bidirectional)
+        self.lstm = nn.LSTM(
+            input_size, per_direction, batch_first=True, bidirectional=bidirectional
+        )
         self.dropout = nn.Dropout(dropout)
         self.output_size = per_direction * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+        )
         output, _ = self.lstm(packed)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
         return output
@@ -79,7 +83,9 @@ class StandardLSTM(nn.Module):
         layers = []
         size = input_size
         for _ in range(depth - 1):
-            layers.append(_Recurrent(size, hidden, bidirectional=not sequence_output, dropout=dropout))
+            layers.append(
+                _Recurrent(size, hidden, bidirectional=not sequence_output, dropout=dropout)
+            )
             size = layers[-1].output_size
         layers.append(_Recurrent(size, hidden, bidirectional=False, dropout=dropout))
         self.layers = nn.ModuleList(layers)
@@ -208,8 +214,11 @@ class MultitaskLSTM(nn.Module):
         self.pheno = nn.Linear(hidden, phenotypes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """Per-bin logits ``ihm`` (B, T), ``decomp`` (B, T), ``los`` (B, T, classes) and the
-        phenotype logits at each sample's last bin ``pheno`` (B, 25)."""
+        """Per-bin logits of the four heads.
+
+        ``ihm`` (B, T), ``decomp`` (B, T), ``los`` (B, T, classes), and ``pheno`` (B, 25) at
+        each sample's last bin.
+        """
         for layer in self.layers:
             x = layer(x, lengths)
         x = self.dropout(x)

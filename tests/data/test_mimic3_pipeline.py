@@ -29,18 +29,13 @@ TASK_FOLDERS = {
 
 
 @pytest.fixture(scope="module")
-def demo(datasets_dir: Path) -> Path:
-    path = datasets_dir / "mimic3-demo"
-    if not (path / "CHARTEVENTS.csv").is_file():
-        pytest.skip(f"MIMIC-III demo not found in {path}")
-    return path
+def demo(mimic3_demo: Path) -> Path:
+    return mimic3_demo
 
 
 @pytest.fixture(scope="module")
-def built(demo: Path, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("mimic3") / "benchmark"
-    report = build(demo, out, log=lambda message: None, progress=False)
-    return out, report
+def built(mimic3_benchmark) -> tuple[Path, dict]:
+    return mimic3_benchmark
 
 
 @pytest.fixture(scope="module")

@@ -61,12 +61,110 @@ def parser() -> argparse.ArgumentParser:
         "--keep-work", action="store_true", help="keep the bucketed events in OUT/.work"
     )
     make.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    score = commands.add_parser(
+        "evaluate",
+        help="the task's metrics of a predictions.csv with bootstrap means and 95% intervals",
+        description="Score the predictions of `python -m lit_info predict` (predictions.csv).",
+    )
+    score.add_argument("--task", required=True, choices=[t for t in TASKS if t != "multitask"])
+    score.add_argument(
+        "--predictions", required=True, help="predictions.csv (index, y_true, prediction)"
+    )
+    score.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (10000)")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument(
+        "--out", default=None, help="JSON file (default: <predictions>.bootstrap.json)"
+    )
     return main
+
+
+def evaluate(task: str, predictions: str, resamples: int, seed: int, out: str | None) -> dict:
+    """Bootstrap the task's metrics of a predictions file; print a table, write JSON.
+
+    Raises:
+        ValueError: for a file without the needed columns or a non-numeric value.
+        FileNotFoundError: when the file is absent.
+    """
+    import csv
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from lit_info.methods.clinical import task_metrics
+    from lit_info.methods.clinical_metrics import bootstrap
+
+    path = Path(predictions)
+    if not path.is_file():
+        raise FileNotFoundError(f"--predictions {path}: no such file")
+    if resamples < 1:
+        raise ValueError(f"--resamples {resamples}: give at least 1")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    truth_columns = sorted(
+        (c for c in columns if c == "y_true" or c.startswith("y_true_")), key=_column_order
+    )
+    prediction_columns = sorted(
+        (c for c in columns if c == "prediction" or c.startswith("prediction_")), key=_column_order
+    )
+    if not truth_columns or not prediction_columns:
+        raise ValueError(
+            f"{path}: needs y_true and prediction columns (found {', '.join(columns)})"
+        )
+    try:
+        truth = torch.tensor(
+            [[float(r[c]) for c in truth_columns] for r in rows], dtype=torch.float64
+        )
+        scores = torch.tensor(
+            [[float(r[c]) for c in prediction_columns] for r in rows], dtype=torch.float64
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: a value is not a number ({error})") from None
+    if task != "phenotyping":
+        truth, scores = truth[:, 0], scores[:, 0]
+
+    def metric(p, y):
+        return task_metrics(task, p, y)
+
+    result = bootstrap(metric, scores, truth, resamples=resamples, seed=seed)
+    print(f"{task}: {len(rows):,} samples, {resamples:,} bootstrap resamples")
+    print(f"{'metric':<16} {'value':>8} {'mean':>8} {'95% interval':>20}")
+    for name, entry in result.items():
+        print(
+            f"{name:<16} {entry['value']:>8.4f} {entry['mean']:>8.4f}"
+            f"   [{entry['low']:.4f}, {entry['high']:.4f}]"
+        )
+    target = Path(out) if out else path.with_suffix(".bootstrap.json")
+    temporary = target.with_name("." + target.name + ".tmp")
+    temporary.write_text(
+        json.dumps(
+            {"task": task, "samples": len(rows), "resamples": resamples, "metrics": result},
+            indent=2,
+        )
+        + "\n"
+    )
+    temporary.replace(target)
+    print(f"written: {target}")
+    return result
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    tail = name.rsplit("_", 1)[-1]
+    return (int(tail), name) if tail.isdigit() else (-1, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; bad input is one line on stderr and exit status 2."""
     args = parser().parse_args(argv)
+    if args.command == "evaluate":
+        try:
+            evaluate(args.task, args.predictions, args.resamples, args.seed, args.out)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     try:
         options = BuildOptions(
             memory_limit_mb=args.memory_limit,

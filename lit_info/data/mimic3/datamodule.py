@@ -51,18 +51,10 @@ from lit_info.data.mimic3.features import (
 from lit_info.data.mimic3.tasks import TASKS
 from lit_info.data.samplers import ShardSampler
 
-__all__ = ["LOS_BIN_EDGES", "Mimic3DataModule", "collate_sequences", "los_bin"]
+__all__ = ["Mimic3DataModule", "collate_sequences"]
 
 EPS = 1e-6
 SPLITS = ("train", "val", "test")
-#: The paper's 10 length-of-stay classes, in hours: < 1 day, 1..7 days one per day, 8-14, > 14.
-LOS_BIN_EDGES = (24.0, 48.0, 72.0, 96.0, 120.0, 144.0, 168.0, 192.0, 336.0)
-
-
-def los_bin(hours: Tensor) -> Tensor:
-    """The paper's length-of-stay class (0..9) of remaining stays in hours."""
-    edges = torch.tensor(LOS_BIN_EDGES, dtype=hours.dtype, device=hours.device)
-    return torch.bucketize(hours, edges, right=True)
 
 
 class _Samples(Dataset):
@@ -190,7 +182,7 @@ class Mimic3DataModule(pl.LightningDataModule):
             )
 
     def model_hints(self) -> dict[str, Any]:
-        """Input width, output size and task of the model (read by the CLI)."""
+        """Input width, output size, task, columns and deep supervision (read by the CLI)."""
         width = 17 * 7 * 6 if self.features == "handcrafted" else len(self.discretizer.header)
         outputs = {"phenotyping": 25}.get(self.task, 1)
         return {
@@ -198,6 +190,7 @@ class Mimic3DataModule(pl.LightningDataModule):
             "num_outputs": outputs,
             "task": self.task,
             "header": self.discretizer.header,
+            "deep_supervision": self.deep_supervision,
         }
 
     # -- reading ------------------------------------------------------------------------------
@@ -368,9 +361,9 @@ class Mimic3DataModule(pl.LightningDataModule):
             else:
                 targets[split] = [torch.tensor(float(r[-1])) for r in rows]
         train = features["train"].astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            means = np.nanmean(np.where(np.isfinite(train), train, np.nan), axis=0)
-        means = np.where(np.isnan(means), 0.0, means)
+        finite = np.isfinite(train)
+        counts = finite.sum(axis=0)
+        means = np.where(finite, train, 0.0).sum(axis=0) / np.maximum(counts, 1)  # 0 if never seen
         scaled = {}
         for split in SPLITS:
             x = features[split].astype(np.float64)

@@ -201,7 +201,7 @@ class Discretizer:
                 reverse_unique, reverse_first = np.unique(rows_bins[::-1], return_index=True)
                 last_rows = len(rows_bins) - 1 - reverse_first
                 observed_bins = reverse_unique
-                encoded = self._encode(channel, values[present][last_rows], source)
+                encoded = self._encode(channel, values[present, channel][last_rows], source)
             columns = slice(self.begin[channel], self.begin[channel] + self._width(channel))
             mask[observed_bins, channel] = 1.0
             data[observed_bins, columns] = encoded
