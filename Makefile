@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-mixhop bench-detection lint tensorboard notebooks clean
+.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-mixhop bench-mimic3 bench-detection lint tensorboard notebooks clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ bench: setup
 	$(MAKE) bench-sui
 	$(MAKE) bench-corex
 	$(MAKE) bench-mixhop
+	$(MAKE) bench-mimic3
+
+# MIMIC-III: the build on the demo and on 20x / 100x replicas (about 4 min, 12 GB of scratch
+# disk), then every baseline config trained and tested on the demo benchmark (about 10 min)
+bench-mimic3: setup
+	$(PY) benchmarks/mimic3_pipeline.py --scales 1 20 100 --memory-limit 2000
+	$(PY) benchmarks/mimic3_baselines.py --epochs 10
 
 # MixHop / GCN: accuracy over 10 seeds on Cora and CiteSeer against GCN and PyG's example (about
 # 20 min on 2 cores), the synthetic homophily table (about 5 min per seed), the architecture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,83 @@ def test_other_baselines_run_on_the_demo(mimic3_benchmark, tmp_path, config, key
         assert key in cli.trainer.callback_metrics, key
     saved = json.dumps(cli.config_dump) if hasattr(cli, "config_dump") else ""
     assert saved is not None
+
+
+@pytest.mark.parametrize("task", ["in-hospital-mortality", "decompensation"])
+def test_two_processes_score_every_test_sample_once(mimic3_benchmark, tmp_path, task):
+    from subprocess_runs import run_together
+
+    benchmark, _ = mimic3_benchmark
+    script = ROOT / "tests" / "scripts" / "ddp_clinical.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        from ddp_clinical import build
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(3)
+    dm, model = build(str(benchmark), task)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    outs = [tmp_path / "one.json", tmp_path / "two.json"]
+    common = [
+        "--data-dir",
+        str(benchmark),
+        "--task",
+        task,
+        "--weights",
+        str(tmp_path / "weights.pt"),
+    ]
+    run_together(
+        [
+            [sys.executable, str(script), *common, "--devices", "1", "--out", str(outs[0])],
+            [sys.executable, str(script), *common, "--devices", "2", "--out", str(outs[1])],
+        ],
+        cwd=tmp_path,
+    )
+    one, two = (json.loads(p.read_text()) for p in outs)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    # the same metrics as a direct pass over all test samples (11 and 1,874: uneven shards)
+    dm.setup("test")
+    model.eval()
+    with torch.no_grad():
+        batches = list(dm.test_dataloader())
+        scores = torch.cat(
+            [torch.sigmoid(model(b["x"], b["lengths"])).squeeze(-1) for b in batches]
+        )
+        truth = torch.cat([b["y"] for b in batches])
+    direct = binary_metrics(scores, truth)
+    for key in ("auroc", "auprc", "minpse"):
+        assert two[f"test/{key}"] == pytest.approx(one[f"test/{key}"], abs=1e-6), key
+        assert two[f"test/{key}"] == pytest.approx(float(direct[key]), abs=1e-6), key
+
+
+def test_evaluate_command_bootstraps_a_predictions_file(tmp_path, capsys):
+    from lit_info.data.mimic3.__main__ import main as mimic3_main
+
+    generator = np.random.default_rng(5)
+    y = generator.integers(0, 2, 200)
+    p = np.clip(0.3 * y + 0.7 * generator.random(200), 0, 1)
+    path = tmp_path / "predictions.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "y_true", "prediction"])
+        writer.writerows([i, y[i], p[i]] for i in range(200))
+    command = [
+        "evaluate",
+        "--task",
+        "in-hospital-mortality",
+        "--predictions",
+        str(path),
+        "--resamples",
+        "200",
+    ]
+    assert mimic3_main(command) == 0
+    result = json.loads((tmp_path / "predictions.bootstrap.json").read_text())["metrics"]
+    assert result["auroc"]["value"] == pytest.approx(sk.roc_auc_score(y, p), abs=1e-6)
+    assert result["auroc"]["low"] < result["auroc"]["value"] < result["auroc"]["high"]
+    assert "95% interval" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("index,score\n0,0.5\n")
+    assert (
+        mimic3_main(["evaluate", "--task", "in-hospital-mortality", "--predictions", str(bad)]) == 2
+    )
+    assert "needs y_true and prediction columns" in capsys.readouterr().err

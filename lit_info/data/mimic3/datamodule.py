@@ -383,7 +383,7 @@ class Mimic3DataModule(pl.LightningDataModule):
         if split not in self.datasets:
             self.setup()
         kwargs: dict[str, Any] = {}
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         if not shuffle and world > 1:
             kwargs["sampler"] = ShardSampler(
