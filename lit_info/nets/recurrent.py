@@ -23,7 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["ChannelWiseLSTM", "MultitaskLSTM", "StandardLSTM", "channel_groups", "last_valid"]
+__all__ = [
+    "ChannelWiseLSTM",
+    "GroupedLSTM",
+    "MultitaskLSTM",
+    "StandardLSTM",
+    "channel_groups",
+    "last_valid",
+]
 
 
 def last_valid(sequence: Tensor, lengths: Tensor) -> Tensor:
@@ -114,8 +121,86 @@ def channel_groups(header: list[str]) -> list[list[int]]:
     return [[i for i, column in enumerate(header) if name in column] for name in sorted(names)]
 
 
+class GroupedLSTM(nn.Module):
+    """Independent LSTMs over groups of input columns, run as one block-diagonal LSTM.
+
+    Group ``g`` reads only its columns ``groups[g]`` and has ``hidden`` units (per direction);
+    the input-to-hidden and hidden-to-hidden weights of one ``nn.LSTM`` with ``G * hidden``
+    units are kept block-diagonal (off-block entries start at zero and their gradients are
+    masked, so no optimizer moves them), which computes exactly ``G`` separate LSTMs in one
+    fused kernel: the channel-wise LSTM's 17 small LSTMs cost about one.
+
+    Args:
+        input_size: columns of the input.
+        groups: column indices of each group.
+        hidden: units per group and direction.
+        bidirectional: a backward direction too.
+        dropout: dropout on the input.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        groups: list[list[int]],
+        hidden: int,
+        bidirectional: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.groups = [list(g) for g in groups]
+        self.hidden = hidden
+        self.bidirectional = bidirectional
+        total = hidden * len(groups)
+        self.lstm = nn.LSTM(input_size, total, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        input_mask = torch.zeros(4 * total, input_size)
+        hidden_mask = torch.zeros(4 * total, total)
+        for index, columns in enumerate(self.groups):
+            units = torch.arange(index * hidden, (index + 1) * hidden)
+            rows = torch.cat([gate * total + units for gate in range(4)])
+            input_mask[rows.unsqueeze(1), torch.tensor(columns).unsqueeze(0)] = 1.0
+            hidden_mask[rows.unsqueeze(1), units.unsqueeze(0)] = 1.0
+        self.register_buffer("input_mask", input_mask, persistent=False)
+        self.register_buffer("hidden_mask", hidden_mask, persistent=False)
+        bound = 1.0 / hidden**0.5  # the initialization of a separate LSTM of ``hidden`` units
+        with torch.no_grad():
+            for name, weight in self.lstm.named_parameters():
+                weight.uniform_(-bound, bound)
+                if name.startswith("weight_ih"):
+                    weight.mul_(input_mask)
+                    weight.register_hook(lambda grad: grad * self.input_mask)
+                elif name.startswith("weight_hh"):
+                    weight.mul_(hidden_mask)
+                    weight.register_hook(lambda grad: grad * self.hidden_mask)
+        self.output_size = total * (2 if bidirectional else 1)
+
+    @property
+    def output_groups(self) -> list[list[int]]:
+        """Output columns of each group (forward units, then backward units)."""
+        total = self.hidden * len(self.groups)
+        out = []
+        for index in range(len(self.groups)):
+            columns = list(range(index * self.hidden, (index + 1) * self.hidden))
+            if self.bidirectional:
+                columns += [total + c for c in columns]
+            out.append(columns)
+        return out
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, output_size) outputs, zero at padded steps."""
+        packed = pack_padded_sequence(
+            self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+        )
+        output, _ = self.lstm(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return output
+
+
 class ChannelWiseLSTM(nn.Module):
     """The paper's channel-wise LSTM.
+
+    The per-variable LSTMs run as one block-diagonal LSTM (:class:`GroupedLSTM`), the same
+    function as separate LSTMs (tested) at the cost of about one.
 
     Args:
         header: the discretizer's column names (to group columns by variable).
@@ -142,16 +227,19 @@ class ChannelWiseLSTM(nn.Module):
         if not self.groups:
             raise ValueError("channel-wise LSTM: the header names no variables")
         bidirectional = not sequence_output
+        per_direction = hidden // 2 if bidirectional else hidden
+        if per_direction < 1:
+            raise ValueError(
+                f"channel-wise LSTM: hidden={hidden} cannot be split in two directions"
+            )
         self.sequence_output = sequence_output
         self.channels = nn.ModuleList()
-        width = 0
-        for columns in self.groups:
-            stack, size = [], len(columns)
-            for _ in range(depth):
-                stack.append(_Recurrent(size, hidden, bidirectional=bidirectional, dropout=dropout))
-                size = stack[-1].output_size
-            self.channels.append(nn.ModuleList(stack))
-            width += size
+        size, groups = len(header), self.groups
+        for _ in range(depth):
+            layer = GroupedLSTM(size, groups, per_direction, bidirectional, dropout)
+            self.channels.append(layer)
+            size, groups = layer.output_size, layer.output_groups
+        width = size
         units = int(size_coef * hidden)
         layers = []
         for _ in range(depth - 1):
@@ -159,20 +247,14 @@ class ChannelWiseLSTM(nn.Module):
             width = layers[-1].output_size
         layers.append(_Recurrent(width, units, bidirectional=False, dropout=dropout))
         self.layers = nn.ModuleList(layers)
-        for index, columns in enumerate(self.groups):
-            self.register_buffer(f"columns_{index}", torch.tensor(columns), persistent=False)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(units, num_outputs)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Logits (B, outputs), or (B, T, outputs) with ``sequence_output``."""
-        outputs = []
-        for index, stack in enumerate(self.channels):
-            part = x.index_select(2, getattr(self, f"columns_{index}"))
-            for layer in stack:
-                part = layer(part, lengths)
-            outputs.append(part)
-        z = torch.cat(outputs, dim=2)
+        z = x
+        for layer in self.channels:
+            z = layer(z, lengths)
         for layer in self.layers:
             z = layer(z, lengths)
         if not self.sequence_output:

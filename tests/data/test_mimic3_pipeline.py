@@ -181,6 +181,10 @@ def test_rerun_skips_finished_stages_and_redoes_an_unfinished_one(demo, built, t
     build(demo, copy, log=messages.append, progress=False)
     assert sum("skipped" in message for message in messages) == len(STAGES) - 1
     assert listfile.read_text() == (out / "decompensation" / "train" / "listfile.csv").read_text()
+    # one stage alone needs the earlier ones
+    with pytest.raises(ValueError, match="--stage tasks needs stage subjects first"):
+        build(demo, tmp_path / "fresh", stages=["tasks"], log=messages.append, progress=False)
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_batching_and_bucketing_do_not_change_the_result(demo, built, tmp_path):

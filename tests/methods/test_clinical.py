@@ -287,3 +287,43 @@ def test_evaluate_command_bootstraps_a_predictions_file(tmp_path, capsys):
         mimic3_main(["evaluate", "--task", "in-hospital-mortality", "--predictions", str(bad)]) == 2
     )
     assert "needs y_true and prediction columns" in capsys.readouterr().err
+
+
+def test_grouped_lstm_equals_separate_lstms_and_keeps_its_blocks():
+    from lit_info.nets.recurrent import GroupedLSTM
+
+    torch.manual_seed(0)
+    groups = [[0, 3], [1], [2, 4, 5]]
+    layer = GroupedLSTM(6, groups, hidden=3, bidirectional=True, dropout=0.0).double()
+    x = torch.randn(4, 9, 6, dtype=torch.float64)
+    lengths = torch.tensor([9, 4, 7, 1])
+    out = layer(x, lengths)
+    total = 9
+    for g, columns in enumerate(groups):
+        alone = torch.nn.LSTM(len(columns), 3, batch_first=True, bidirectional=True).double()
+        units = torch.arange(g * 3, (g + 1) * 3)
+        rows = torch.cat([gate * total + units for gate in range(4)])
+        for suffix in ("", "_reverse"):
+            params = dict(layer.lstm.named_parameters())
+            with torch.no_grad():
+                getattr(alone, f"weight_ih_l0{suffix}").copy_(
+                    params[f"weight_ih_l0{suffix}"][rows][:, columns]
+                )
+                getattr(alone, f"weight_hh_l0{suffix}").copy_(
+                    params[f"weight_hh_l0{suffix}"][rows][:, units]
+                )
+                getattr(alone, f"bias_ih_l0{suffix}").copy_(params[f"bias_ih_l0{suffix}"][rows])
+                getattr(alone, f"bias_hh_l0{suffix}").copy_(params[f"bias_hh_l0{suffix}"][rows])
+        for b in range(4):
+            expected, _ = alone(x[b : b + 1, : lengths[b], columns])
+            got = out[b : b + 1, : lengths[b], layer.output_groups[g]]
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # training keeps the weights block-diagonal
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x, lengths).pow(2).sum().backward()
+        optimizer.step()
+    weight = layer.lstm.weight_hh_l0.detach()
+    assert torch.count_nonzero(weight * (1 - layer.hidden_mask)) == 0
+    assert torch.count_nonzero(weight * layer.hidden_mask) == int(layer.hidden_mask.sum())
