@@ -39,7 +39,7 @@ bench: setup
 # disk), then every baseline config trained and tested on the demo benchmark (about 10 min)
 bench-mimic3: setup
 	$(PY) benchmarks/mimic3_pipeline.py --scales 1 20 100 --memory-limit 2000
-	$(PY) benchmarks/mimic3_baselines.py --epochs 10 --train-batches 200
+	$(PY) benchmarks/mimic3_baselines.py --epochs 2 --train-batches 50
 
 # MixHop / GCN: accuracy over 10 seeds on Cora and CiteSeer against GCN and PyG's example (about
 # 20 min on 2 cores), the synthetic homophily table (about 5 min per seed), the architecture

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,13 +70,14 @@ def main() -> None:
         seconds = time.perf_counter() - started
         test = [sys.executable, "-m", "lit_info", "test", "--config", str(config), *common]
         subprocess.run([*test, "--ckpt_path=best"], **quiet)
-        found = sorted((work / "runs" / "mimic3" / config.stem).rglob("test_metrics.json"))
-        found = found or sorted((work / "runs" / "mimic3" / config.stem).rglob("metrics.json"))
-        metrics = json.loads(found[-1].read_text()) if found else {}
+        # `test` writes <run>/test_best/version_<n>/metrics.json next to what it evaluated
+        found = sorted((work / "runs" / "mimic3" / config.stem).rglob("test_best/*/metrics.json"))
+        metrics = json.loads(found[-1].read_text())["metrics"][0] if found else {}
         values = "  ".join(
             f"{m} {metrics.get(f'test/{m}', float('nan')):.3f}" for m in METRICS[short]
         )
-        print(f"{config.stem:<24} {epochs:>6} {seconds:>7.1f}  {values}")
+        print(f"{config.stem:<24} {epochs:>6} {seconds:>7.1f}  {values}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

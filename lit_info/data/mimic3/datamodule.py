@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from lit_info.data.mimic3.features import (
     Discretizer,
     Normalizer,
+    channel_series,
     handcrafted_features,
     read_episode,
 )
@@ -345,16 +346,11 @@ class Mimic3DataModule(pl.LightningDataModule):
             for row in tqdm(rows, desc=f"features {split}", leave=False, disable=len(rows) < 500):
                 name = row[0]
                 if name not in cache:
-                    cache[name] = read_episode(
-                        self._episode_path(split, name), self.discretizer.channels
-                    )
-                episode = cache[name]
-                if self.task in ("decompensation", "length-of-stay"):
-                    keep = episode.hours < float(row[1]) + EPS
-                    episode = type(episode)(
-                        episode.hours[keep], episode.values[keep], episode.header
-                    )
-                values.append(handcrafted_features(episode))
+                    path = self._episode_path(split, name)
+                    cache[name] = channel_series(read_episode(path, self.discretizer.channels))
+                hourly = self.task in ("decompensation", "length-of-stay")
+                end = float(row[1]) if hourly else None
+                values.append(handcrafted_features(series=cache[name], end=end))
             features[split] = np.stack(values) if values else np.zeros((0, 714), dtype=np.float32)
             if self.task == "phenotyping":
                 targets[split] = [torch.tensor([float(v) for v in r[2:]]) for r in rows]

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from scipy.stats import skew
 
 from lit_info.data.mimic3.pipeline import resource_path
 
@@ -36,6 +34,7 @@ __all__ = [
     "Discretizer",
     "Episode",
     "Normalizer",
+    "channel_series",
     "handcrafted_features",
     "read_episode",
 ]
@@ -309,26 +308,69 @@ class Normalizer:
         }
 
 
-def handcrafted_features(episode: Episode, channel_info: dict | None = None) -> np.ndarray:
-    """The linear baselines' 714 features of an episode (float32, NaN for empty windows).
+def channel_series(
+    episode: Episode, channel_info: dict | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each channel's observed (hours, numbers), categorical text mapped by ``channel_info``.
 
-    Categorical text is mapped to numbers by ``channel_info.json`` (``"4 Spontaneously"`` -> 4).
+    ``channel_info.json`` maps, e.g., ``"4 Spontaneously"`` to 4; other values are numbers.
     """
     if channel_info is None:
         with open(resource_path("channel_info.json")) as handle:
             channel_info = json.load(handle)
-    out = []
+    series = []
     for column, name in enumerate(episode.header[1:]):
         present = episode.values[:, column] != ""
-        times = episode.hours[present]
         texts = episode.values[present, column]
         mapping = channel_info[name]["values"] if channel_info[name]["possible_values"] else None
         numbers = np.array(
             [mapping[t] if mapping is not None else float(t) for t in texts], dtype=np.float64
         )
+        series.append((episode.hours[present], numbers))
+    return series
+
+
+def _statistics(window: np.ndarray) -> np.ndarray:
+    """min, max, mean, std, skewness (scipy's biased estimate; NaN when constant), count."""
+    mean = window.mean()
+    centred = window - mean
+    m2 = (centred**2).mean()
+    m3 = (centred**3).mean()
+    constant = m2 <= (np.finfo(np.float64).resolution * mean) ** 2
+    skewness = np.nan if constant else m3 / m2**1.5
+    return np.array(
+        [window.min(), window.max(), mean, np.sqrt(m2), skewness, len(window)], dtype=np.float32
+    )
+
+
+def handcrafted_features(
+    episode: Episode | None = None,
+    channel_info: dict | None = None,
+    end: float | None = None,
+    series: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> np.ndarray:
+    """The linear baselines' 714 features (float32, NaN for empty windows).
+
+    Args:
+        episode: the rows (or give their :func:`channel_series` as ``series``, to reuse it for
+            several ``end`` of one episode).
+        channel_info: the categorical maps (default: the shipped ``channel_info.json``).
+        end: use only rows before ``end + 1e-6`` hours (a decompensation / length-of-stay sample).
+        series: precomputed :func:`channel_series`.
+    """
+    if series is None:
+        if episode is None:
+            raise ValueError("handcrafted_features needs an episode or its channel series")
+        series = channel_series(episode, channel_info)
+    out = []
+    nothing = np.full(6, np.nan, dtype=np.float32)
+    for times, numbers in series:
+        if end is not None:
+            count = int(np.searchsorted(times, end + EPS, side="left"))
+            times, numbers = times[:count], numbers[:count]
         for kind, percent in SUB_PERIODS:
             if len(times) == 0:
-                out.append(np.full(6, np.nan))
+                out.append(nothing)
                 continue
             begin, finish = times[0], times[-1]
             if kind == 2:
@@ -336,19 +378,5 @@ def handcrafted_features(episode: Episode, channel_info: dict | None = None) -> 
             else:
                 low, high = finish - (finish - begin) * percent / 100.0, finish
             window = numbers[(low - EPS < times) & (times < high + EPS)]
-            if len(window) == 0:
-                out.append(np.full(6, np.nan))
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # skewness of a constant window
-                skewness = skew(window)
-            statistics = [
-                window.min(),
-                window.max(),
-                window.mean(),
-                window.std(),
-                skewness,
-                len(window),
-            ]
-            out.append(np.array(statistics, dtype=np.float32))
+            out.append(_statistics(window) if len(window) else nothing)
     return np.concatenate(out).astype(np.float32)
