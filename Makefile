@@ -35,8 +35,8 @@ bench: setup
 	$(MAKE) bench-mixhop
 	$(MAKE) bench-mimic3
 
-# MIMIC-III: the build on the demo and on 20x / 100x replicas (about 4 min, 12 GB of scratch
-# disk), then every baseline config trained and tested on the demo benchmark (about 10 min)
+# MIMIC-III: the build on the demo and on 20x / 100x replicas (about 4 min; the x100 input alone
+# is 8.6 GB of scratch disk), then every baseline config through the CLI on the demo (~10 min)
 bench-mimic3: setup
 	$(PY) benchmarks/mimic3_pipeline.py --scales 1 20 100 --memory-limit 2000
 	$(PY) benchmarks/mimic3_baselines.py --epochs 2 --train-batches 50

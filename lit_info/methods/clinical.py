@@ -123,6 +123,26 @@ class _EvaluatedModule(pl.LightningModule):
         for metric, value in task_metrics(task, predictions, targets).items():
             self.log(f"{stage}/{prefix}{metric}", value.float(), sync_dist=False)
 
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+        """Store the batch's predictions and targets (and log the loss) for ``stage``."""
+        raise NotImplementedError
+
+    def _epoch_end(self, stage: str) -> None:
+        """Log the metrics of the epoch (one task; the multitask module overrides this)."""
+        self._log_metrics(stage, "task", self.task)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._epoch_end("test")
+
 
 class ClinicalLSTM(_EvaluatedModule):
     """A recurrent baseline on one benchmark task.
@@ -230,18 +250,6 @@ class ClinicalLSTM(_EvaluatedModule):
             keep = mask.reshape(-1) > 0
             predictions, targets = predictions.reshape(-1)[keep], targets.reshape(-1)[keep]
         self.stores[f"{stage}_task"].update(predictions, targets)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        self._log_metrics("val", "task", self.task)
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        self._log_metrics("test", "task", self.task)
 
     def predict_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -355,21 +363,9 @@ class ClinicalMultitask(_EvaluatedModule):
             self.stores[f"{stage}_{k}"].update(predictions, targets)
         self.log(f"{stage}/loss", total, batch_size=size, sync_dist=True)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "test")
-
     def _epoch_end(self, stage: str) -> None:
         for k, head in self.heads.items():
             self._log_metrics(stage, k, head.task, prefix=f"{k}_")
-
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        self._epoch_end("test")
 
     def predict_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -469,18 +465,6 @@ class ClinicalLinear(_EvaluatedModule):
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
         predictions = self._prediction(self(batch["x"]))
         self.stores[f"{stage}_task"].update(predictions.float(), batch["y"])
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:  # noqa: D102
-        self._evaluate(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        self._log_metrics("val", "task", self.task)
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        self._log_metrics("test", "task", self.task)
 
     def predict_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0

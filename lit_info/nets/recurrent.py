@@ -30,6 +30,7 @@ __all__ = [
     "StandardLSTM",
     "channel_groups",
     "last_valid",
+    "run_packed",
 ]
 
 
@@ -37,6 +38,16 @@ def last_valid(sequence: Tensor, lengths: Tensor) -> Tensor:
     """``sequence[b, lengths[b] - 1]`` for every sample ``b`` of a (B, T, F) tensor."""
     index = (lengths - 1).clamp(min=0).to(sequence.device)
     return sequence[torch.arange(sequence.shape[0], device=sequence.device), index]
+
+
+def run_packed(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
+    """``lstm`` on the valid steps of padded ``x`` (B, T, F); zero outputs at padded steps."""
+    packed = pack_padded_sequence(
+        x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+    )
+    output, _ = lstm(packed)
+    output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+    return output
 
 
 class _Recurrent(nn.Module):
@@ -54,12 +65,7 @@ class _Recurrent(nn.Module):
         self.output_size = per_direction * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(
-            self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
-        )
-        output, _ = self.lstm(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        return output
+        return run_packed(self.lstm, self.dropout(x), lengths)
 
 
 class StandardLSTM(nn.Module):
@@ -188,12 +194,7 @@ class GroupedLSTM(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """(B, T, output_size) outputs, zero at padded steps."""
-        packed = pack_padded_sequence(
-            self.dropout(x), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
-        )
-        output, _ = self.lstm(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        return output
+        return run_packed(self.lstm, self.dropout(x), lengths)
 
 
 class ChannelWiseLSTM(nn.Module):

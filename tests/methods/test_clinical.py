@@ -205,8 +205,7 @@ def test_other_baselines_run_on_the_demo(mimic3_benchmark, tmp_path, config, key
     cli = _run(config, benchmark, tmp_path, *extra)
     for key in keys:
         assert key in cli.trainer.callback_metrics, key
-    saved = json.dumps(cli.config_dump) if hasattr(cli, "config_dump") else ""
-    assert saved is not None
+    assert cli.trainer.current_epoch == 1  # trained its epoch
 
 
 @pytest.mark.parametrize("task", ["in-hospital-mortality", "decompensation"])

@@ -374,6 +374,8 @@ def extract_episodes(
     )
     pairs = pairs.with_columns(float_text(pairs["HOURS"]).alias("Hours"))
 
+    # only this bucket's diagnoses (the cohort's are many on the full database)
+    diagnoses = diagnoses.join(candidate_stays.select("ICUSTAY_ID"), on="ICUSTAY_ID", how="semi")
     with_diagnoses = set(diagnoses["ICUSTAY_ID"].unique().to_list())
     episodic = _episodic_rows(candidate_stays, diagnoses)
     written = set()

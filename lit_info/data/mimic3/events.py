@@ -11,8 +11,8 @@ validation, vectorized, in their order (every dropped row is counted by reason):
 5. ``ICUSTAY_ID`` differs from the admission's stay;
 6. ``CHARTTIME`` is empty (never in MIMIC-III; the authors' pipeline would fail on it).
 
-Kept rows are appended to per-bucket Parquet files (bucket = ``SUBJECT_ID mod n_buckets``) so the
-next stage can process a bucket at a time in bounded memory.
+Each batch's kept rows become one Parquet file sorted by bucket (``SUBJECT_ID mod n_buckets``)
+with small row groups, so the next stage reads one bucket at a time in bounded memory.
 """
 
 from __future__ import annotations

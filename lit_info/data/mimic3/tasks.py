@@ -204,6 +204,16 @@ def _write_timeseries(folder: Path, episode: Episode, lines: list[str]) -> None:
     temporary.replace(path)
 
 
+def _stay_rows(episode: Episode, folder: Path, result: TaskResult) -> list[float] | None:
+    """Write the episode's rows within the stay; their hours, or None (counted) if none."""
+    lines, times = _window(episode, episode.los_hours)
+    if not lines:
+        result.skipped["no events in the ICU stay"] += 1
+        return None
+    _write_timeseries(folder, episode, lines)
+    return times
+
+
 def _skip_reason(episode: Episode) -> str | None:
     if episode.los_hours is None and episode.mortality is None:
         return "empty label file (the stay has no diagnosis)"
@@ -230,11 +240,9 @@ def _hourly(episode: Episode, end: float, first_event: float) -> list[float]:
 
 
 def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
-    lines, times = _window(episode, episode.los_hours)
-    if not lines:
-        result.skipped["no events in the ICU stay"] += 1
+    times = _stay_rows(episode, folder, result)
+    if times is None:
         return
-    _write_timeseries(folder, episode, lines)
     hours = _hourly(episode, min(episode.los_hours, episode.lived_hours), times[0])
     if episode.mortality == 0:
         labels = np.zeros(len(hours), dtype=np.int64)
@@ -246,30 +254,23 @@ def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
 
 
 def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
-    lines, times = _window(episode, episode.los_hours)
-    if not lines:
-        result.skipped["no events in the ICU stay"] += 1
+    times = _stay_rows(episode, folder, result)
+    if times is None:
         return
-    _write_timeseries(folder, episode, lines)
     hours = np.array(_hourly(episode, episode.los_hours, times[0]), dtype=np.float64)
     result.rows.append((episode.output_name, hours, episode.los_hours - hours))
 
 
 def _phenotyping(episode: Episode, folder: Path, result: TaskResult) -> None:
-    lines, _ = _window(episode, episode.los_hours)
-    if not lines:
-        result.skipped["no events in the ICU stay"] += 1
+    if _stay_rows(episode, folder, result) is None:
         return
-    _write_timeseries(folder, episode, lines)
     result.rows.append((episode.output_name, episode.los_hours, list(episode.phenotypes)))
 
 
 def _multitask(episode: Episode, folder: Path, result: TaskResult) -> None:
-    lines, times = _window(episode, episode.los_hours)
-    if not lines:
-        result.skipped["no events in the ICU stay"] += 1
+    times = _stay_rows(episode, folder, result)
+    if times is None:
         return
-    _write_timeseries(folder, episode, lines)
     los = episode.los_hours
     ihm_mask = int(not (los < IHM_HOURS - EPS or times[0] > IHM_HOURS + EPS))
     ihm = (47 if ihm_mask else 0, ihm_mask, episode.mortality)
