@@ -277,9 +277,14 @@ class ClinicalMultitask(_EvaluatedModule):
 
     Args:
         input_size: features per bin (hint).
-        hidden: LSTM units (512 in the authors' example command).
+        header: the discretizer's columns (hint; the channel-wise variant groups by them).
+        network: ``lstm`` (the multitask standard LSTM) or ``channel_wise`` (per-variable
+            LSTMs first, the paper's best in-hospital mortality model).
+        hidden: LSTM units (512 in the authors' example command), per variable for
+            ``channel_wise``.
         depth: LSTM layers (1).
         dropout: 0.3.
+        size_coef: the channel-wise variant's shared layers have ``size_coef * hidden`` units.
         ihm_weight, decomp_weight, los_weight, pheno_weight: loss weights (0.2, 1.0, 1.5, 1.0).
         los_partition: ``custom`` (10 classes) or ``none`` (hours).
         lr: Adam learning rate.
@@ -290,9 +295,11 @@ class ClinicalMultitask(_EvaluatedModule):
         input_size: int | None = None,
         task: str | None = None,
         header: list[str] | None = None,
+        network: Literal["lstm", "channel_wise"] = "lstm",
         hidden: int = 512,
         depth: int = 1,
         dropout: float = 0.3,
+        size_coef: float = 8.0,
         ihm_weight: float = 0.2,
         decomp_weight: float = 1.0,
         los_weight: float = 1.5,
@@ -312,7 +319,18 @@ class ClinicalMultitask(_EvaluatedModule):
             "los": _TaskHead("length-of-stay", los_partition),
             "pheno": _TaskHead("phenotyping", los_partition),
         }
-        self.net = MultitaskLSTM(input_size, hidden, depth, dropout, self.heads["los"].outputs)
+        if network not in ("lstm", "channel_wise"):
+            raise ValueError(f"{name}: network={network!r}, choose 'lstm' or 'channel_wise'")
+        channel_header = require_hint(header, "header", name) if network == "channel_wise" else None
+        self.net = MultitaskLSTM(
+            input_size,
+            hidden,
+            depth,
+            dropout,
+            self.heads["los"].outputs,
+            channel_header=channel_header,
+            size_coef=size_coef,
+        )
         self.weights = {
             "ihm": ihm_weight,
             "decomp": decomp_weight,

@@ -264,15 +264,21 @@ class ChannelWiseLSTM(nn.Module):
 
 
 class MultitaskLSTM(nn.Module):
-    """Shared LSTM layers with per-bin heads for the four tasks (the multitask baseline).
+    """Shared LSTM layers with per-bin heads for the four tasks (the multitask baselines).
+
+    With ``channel_header`` it is the multitask channel-wise LSTM: each variable first through
+    its own LSTM of ``hidden`` units (a :class:`GroupedLSTM`; unidirectional, as every output is
+    a per-hour prediction), then the shared layers have ``size_coef * hidden`` units.
 
     Args:
         input_size: features per bin.
-        hidden: units per layer (512 in the authors' example).
+        hidden: units per layer (512 in the authors' example), or per variable (channel-wise).
         depth: LSTM layers.
         dropout: input / output dropout.
         los_classes: 10 (the paper's classes) or 1 (regression of hours).
         phenotypes: phenotype labels (25).
+        channel_header: the discretizer's column names, for the channel-wise variant.
+        size_coef: width factor of the shared layers of the channel-wise variant.
     """
 
     def __init__(
@@ -283,18 +289,31 @@ class MultitaskLSTM(nn.Module):
         dropout: float = 0.3,
         los_classes: int = 10,
         phenotypes: int = 25,
+        channel_header: list[str] | None = None,
+        size_coef: float = 8.0,
     ) -> None:
         super().__init__()
-        layers, size = [], input_size
+        self.channels = None
+        size, units = input_size, hidden
+        if channel_header is not None:
+            self.channels = GroupedLSTM(
+                input_size,
+                channel_groups(channel_header),
+                hidden,
+                bidirectional=False,
+                dropout=dropout,
+            )
+            size, units = self.channels.output_size, int(size_coef * hidden)
+        layers = []
         for _ in range(depth):
-            layers.append(_Recurrent(size, hidden, bidirectional=False, dropout=dropout))
-            size = hidden
+            layers.append(_Recurrent(size, units, bidirectional=False, dropout=dropout))
+            size = units
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(dropout)
-        self.ihm = nn.Linear(hidden, 1)
-        self.decomp = nn.Linear(hidden, 1)
-        self.los = nn.Linear(hidden, los_classes)
-        self.pheno = nn.Linear(hidden, phenotypes)
+        self.ihm = nn.Linear(units, 1)
+        self.decomp = nn.Linear(units, 1)
+        self.los = nn.Linear(units, los_classes)
+        self.pheno = nn.Linear(units, phenotypes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Per-bin logits of the four heads.
@@ -302,6 +321,8 @@ class MultitaskLSTM(nn.Module):
         ``ihm`` (B, T), ``decomp`` (B, T), ``los`` (B, T, classes), and ``pheno`` (B, 25) at
         each sample's last bin.
         """
+        if self.channels is not None:
+            x = self.channels(x, lengths)
         for layer in self.layers:
             x = layer(x, lengths)
         x = self.dropout(x)

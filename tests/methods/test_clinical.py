@@ -191,6 +191,7 @@ def test_lstm_trains_and_evaluates_through_the_cli(mimic3_benchmark, tmp_path):
             "multitask_lstm.yaml",
             ["val/ihm_auroc", "val/decomp_auroc", "val/los_kappa", "val/pheno_auroc_macro"],
         ),
+        ("multitask_channel_wise.yaml", ["val/ihm_auroc", "val/pheno_auroc_macro"]),
     ],
 )
 def test_other_baselines_run_on_the_demo(mimic3_benchmark, tmp_path, config, keys):
