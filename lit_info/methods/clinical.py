@@ -20,7 +20,7 @@ estimate in hours, or 25 probabilities), written by ``PredictionWriter`` to ``pr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -36,22 +36,13 @@ from lit_info.methods.clinical_metrics import (
     los_class,
     phenotyping_metrics,
 )
+from lit_info.methods.corex_base import require_hints
 from lit_info.nets.recurrent import ChannelWiseLSTM, MultitaskLSTM, StandardLSTM
 
 __all__ = ["ClinicalLSTM", "ClinicalLinear", "ClinicalMultitask", "task_metrics"]
 
 Task = Literal["in-hospital-mortality", "decompensation", "length-of-stay", "phenotyping"]
 BINARY = ("in-hospital-mortality", "decompensation")
-
-
-def require_hint(value: Any, name: str, module: str) -> Any:
-    """The value of a model argument the datamodule normally supplies; a clear error if absent."""
-    if value is None:
-        raise ValueError(
-            f"{module}: {name} is not set; the CLI takes it from the datamodule's model_hints(), "
-            f"or give --model.init_args.{name}"
-        )
-    return value
 
 
 def task_metrics(task: str, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -180,9 +171,9 @@ class ClinicalLSTM(_EvaluatedModule):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        task = require_hint(task, "task", name)
+        require_hints(name, task=task)
         deep_supervision = bool(deep_supervision)
-        input_size = require_hint(input_size, "input_size", name)
+        require_hints(name, input_size=input_size)
         if task == "multitask":
             raise ValueError(f"{name}: task multitask is served by ClinicalMultitask")
         if network not in ("lstm", "channel_wise"):
@@ -201,7 +192,7 @@ class ClinicalLSTM(_EvaluatedModule):
                 sequence_output=deep_supervision,
             )
         else:
-            header = require_hint(header, "header", name)
+            require_hints(name, header=header)
             self.net = ChannelWiseLSTM(
                 header,
                 hidden,
@@ -309,7 +300,7 @@ class ClinicalMultitask(_EvaluatedModule):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        input_size = require_hint(input_size, "input_size", name)
+        require_hints(name, input_size=input_size)
         if task is not None and task != "multitask":
             raise ValueError(f"{name}: the datamodule serves {task}; use task: multitask")
         self.save_hyperparameters()
@@ -321,7 +312,9 @@ class ClinicalMultitask(_EvaluatedModule):
         }
         if network not in ("lstm", "channel_wise"):
             raise ValueError(f"{name}: network={network!r}, choose 'lstm' or 'channel_wise'")
-        channel_header = require_hint(header, "header", name) if network == "channel_wise" else None
+        if network == "channel_wise":
+            require_hints(name, header=header)
+        channel_header = header if network == "channel_wise" else None
         self.net = MultitaskLSTM(
             input_size,
             hidden,
@@ -427,8 +420,8 @@ class ClinicalLinear(_EvaluatedModule):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        task = require_hint(task, "task", name)
-        input_size = require_hint(input_size, "input_size", name)
+        require_hints(name, task=task)
+        require_hints(name, input_size=input_size)
         if task == "multitask":
             raise ValueError(f"{name}: the linear baselines are single-task")
         if C <= 0:

@@ -306,3 +306,17 @@ def test_command_line_prints_one_line_for_bad_input_and_builds_the_demo(demo, tm
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert list(report["tasks"]) == ["in-hospital-mortality"]
     assert (tmp_path / "out" / "in-hospital-mortality" / "train_listfile.csv").exists()
+
+
+def test_atomic_writes_leave_the_old_file_on_an_error(tmp_path):
+    from lit_info.data.mimic3.files import atomic_path, write_text
+
+    target = tmp_path / "listfile.csv"
+    write_text(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["listfile.csv"]
+    write_text(target, "new\n")
+    assert target.read_text() == "new\n"

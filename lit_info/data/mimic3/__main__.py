@@ -91,6 +91,7 @@ def evaluate(task: str, predictions: str, resamples: int, seed: int, out: str | 
 
     import torch
 
+    from lit_info.data.mimic3.files import write_text
     from lit_info.methods.clinical import task_metrics
     from lit_info.methods.clinical_metrics import bootstrap
 
@@ -137,15 +138,8 @@ def evaluate(task: str, predictions: str, resamples: int, seed: int, out: str | 
             f"   [{entry['low']:.4f}, {entry['high']:.4f}]"
         )
     target = Path(out) if out else path.with_suffix(".bootstrap.json")
-    temporary = target.with_name("." + target.name + ".tmp")
-    temporary.write_text(
-        json.dumps(
-            {"task": task, "samples": len(rows), "resamples": resamples, "metrics": result},
-            indent=2,
-        )
-        + "\n"
-    )
-    temporary.replace(target)
+    summary = {"task": task, "samples": len(rows), "resamples": resamples, "metrics": result}
+    write_text(target, json.dumps(summary, indent=2) + "\n")
     print(f"written: {target}")
     return result
 

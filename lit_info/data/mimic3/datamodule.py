@@ -30,7 +30,6 @@ evaluation sample is seen by exactly one process (:class:`~lit_info.data.sampler
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
@@ -410,8 +409,3 @@ class Mimic3DataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test samples (``index`` = row of ``test_listfile.csv``)."""
         return self._loader("test", shuffle=False)
-
-
-def default_num_workers() -> int:
-    """DataLoader workers suggested for this machine (0 on 2 cores)."""
-    return 0 if (os.cpu_count() or 1) <= 2 else 2

@@ -37,6 +37,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from lit_info.data.mimic3.files import atomic_path, write_csv
+
 __all__ = [
     "CLEANED_VARIABLES",
     "DIAGNOSIS_CODES",
@@ -262,12 +264,6 @@ def _drop_counts(counts: EpisodeCounts, reason: str, rows: pl.DataFrame) -> None
         counts.dropped.setdefault(int(table), Counter())[reason] += size
 
 
-def _atomic_csv(frame: pl.DataFrame, path: Path) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    frame.write_csv(temporary, datetime_format="%Y-%m-%d %H:%M:%S", null_value="")
-    temporary.replace(path)
-
-
 def extract_episodes(
     events: pl.DataFrame,
     stays: pl.DataFrame,
@@ -292,7 +288,7 @@ def extract_episodes(
     for (subject,), rows in events.partition_by(
         "SUBJECT_ID", as_dict=True, maintain_order=True
     ).items():
-        _atomic_csv(
+        write_csv(
             rows.select(
                 "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "CHARTTIME", "ITEMID", "VALUE", "VALUEUOM"
             ),
@@ -384,9 +380,7 @@ def extract_episodes(
     ).items():
         folder = folder_of(int(subject))
         stay_id = int(group["STAY_ID"][0])
-        _atomic_csv(
-            group.select(["Hours", *variables]), folder / f"episode{episode}_timeseries.csv"
-        )
+        write_csv(group.select(["Hours", *variables]), folder / f"episode{episode}_timeseries.csv")
         _write_episode_labels(episodic.get(stay_id), group, folder / f"episode{episode}.csv")
         written.add(stay_id)
         counts.episodes += 1
@@ -458,8 +452,7 @@ def _text(value: object) -> str:
 
 
 def _write_episode_labels(row: list | None, group: pl.DataFrame, path: Path) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(EPISODE_HEADER)
         if row is not None:
@@ -467,7 +460,6 @@ def _write_episode_labels(row: list | None, group: pl.DataFrame, path: Path) -> 
             row[4] = _first_valid(group, "Height")
             row[5] = _first_valid(group, "Weight")
             writer.writerow([_text(value) for value in row])
-    temporary.replace(path)
 
 
 def load_definitions(path: str | Path) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lit_info.data.mimic3.files import atomic_path
 from lit_info.data.mimic3.tables import EVENT_TABLES, parse_int, parse_time
 
 __all__ = [
@@ -159,9 +160,10 @@ class BucketWriter:
         keyed = keyed.sort("BUCKET", maintain_order=True)
         self._sequence += 1
         target = self.root / f"{self.table}-{self._sequence:06d}.parquet"
-        temporary = target.with_name("." + target.name + ".tmp")
-        keyed.write_parquet(temporary, compression="lz4", row_group_size=32_768, statistics=True)
-        temporary.replace(target)
+        with atomic_path(target) as temporary:
+            keyed.write_parquet(
+                temporary, compression="lz4", row_group_size=32_768, statistics=True
+            )
 
 
 def read_bucket(root: Path, bucket: int) -> pl.DataFrame:

@@ -66,6 +66,7 @@ from lit_info.data.mimic3.events import (
     read_bucket,
     validate_batch,
 )
+from lit_info.data.mimic3.files import write_csv, write_text
 from lit_info.data.mimic3.tables import (
     EVENT_TABLES,
     TABLE_COLUMNS,
@@ -140,21 +141,7 @@ def _fingerprint(paths: Iterable[Path]) -> list[list]:
 
 def _atomic_json(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name("." + path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    temporary.replace(path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
-def _write_csv(frame: pl.DataFrame, path: Path) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    frame.write_csv(temporary, datetime_format="%Y-%m-%d %H:%M:%S", null_value="")
-    temporary.replace(path)
+    write_text(path, json.dumps(content, indent=2, default=str) + "\n")
 
 
 def _subject_folder(root: Path, subject: str) -> Path:
@@ -293,10 +280,10 @@ class Build:
         partial = self.out / ".root.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        _write_csv(cohort.stays, partial / "all_stays.csv")
-        _write_csv(cohort.diagnoses, partial / "all_diagnoses.csv")
-        _write_csv(_diagnosis_counts(cohort), partial / "diagnosis_counts.csv")
-        _write_csv(
+        write_csv(cohort.stays, partial / "all_stays.csv")
+        write_csv(cohort.diagnoses, partial / "all_diagnoses.csv")
+        write_csv(_diagnosis_counts(cohort), partial / "diagnosis_counts.csv")
+        write_csv(
             phenotype_label_matrix(cohort.diagnoses, cohort.stays), partial / "phenotype_labels.csv"
         )
         stays_by_subject = cohort.stays.sort(["SUBJECT_ID", "INTIME"]).partition_by(
@@ -311,8 +298,8 @@ class Build:
         ):
             folder = partial / str(subject)
             folder.mkdir()
-            _write_csv(stays, folder / "stays.csv")
-            _write_csv(
+            write_csv(stays, folder / "stays.csv")
+            write_csv(
                 diagnoses_by_subject.get((subject,), empty_diagnoses), folder / "diagnoses.csv"
             )
         self.work.mkdir(parents=True, exist_ok=True)
@@ -497,7 +484,7 @@ class Build:
         )
         if self.out.exists():
             _atomic_json(self.out / "report.json", report)
-            _atomic_text(self.out / "report.txt", format_report(report))
+            write_text(self.out / "report.txt", format_report(report))
         return report
 
 

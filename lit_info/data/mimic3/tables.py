@@ -227,14 +227,15 @@ def parse_int(frame: pl.DataFrame, column: str, table: str, *, required: bool = 
     """
     text = frame[column].str.strip_chars()
     parsed = text.cast(pl.Int64, strict=False)
-    # ids written as floats by some exports ("1234.0")
-    as_float = text.cast(pl.Float64, strict=False)
-    whole = as_float.is_not_null() & (as_float == as_float.round(0)) & (as_float.abs() < 2**53)
-    parsed = pl.select(
-        pl.when(parsed.is_null() & whole)
-        .then(as_float.cast(pl.Int64, strict=False))
-        .otherwise(parsed)
-    ).to_series()
+    if (parsed.is_null() & text.is_not_null()).any():
+        # ids written as floats by some exports ("1234.0"); only then parsed a second time
+        as_float = text.cast(pl.Float64, strict=False)
+        whole = as_float.is_not_null() & (as_float == as_float.round(0)) & (as_float.abs() < 2**53)
+        parsed = pl.select(
+            pl.when(parsed.is_null() & whole)
+            .then(as_float.cast(pl.Int64, strict=False))
+            .otherwise(parsed)
+        ).to_series()
     bad = _first_bad(frame, column, parsed)
     if bad is not None:
         raise Mimic3InputError(

@@ -38,11 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lit_info.data.mimic3.files import atomic_path, write_text
+
 __all__ = [
     "EPS",
     "SHUFFLE_SEED",
     "TASKS",
-    "Episode",
+    "StayEpisode",
     "TaskResult",
     "create_tasks",
     "iterate_episodes",
@@ -64,7 +66,7 @@ MULTITASK_HEADER = (
 
 
 @dataclass
-class Episode:
+class StayEpisode:
     """One episode's data as the task scripts see it."""
 
     subject: str
@@ -139,7 +141,7 @@ def _phenotype_groups(
 
 def iterate_episodes(
     split_root: Path, code_to_group: dict[str, str], benchmark_groups: list[str]
-) -> Iterable[Episode]:
+) -> Iterable[StayEpisode]:
     """The episodes of one split folder (``root/train`` or ``root/test``), in sorted order."""
     subjects = sorted(p.name for p in split_root.iterdir() if p.is_dir() and p.name.isdigit())
     for subject in subjects:
@@ -181,12 +183,12 @@ def iterate_episodes(
                         _time(stay["DEATHTIME"]) - _time(stay["INTIME"])
                     ).total_seconds() / 3600.0
                 labels = phenotypes.get(icustay, [0] * len(benchmark_groups))
-            yield Episode(
+            yield StayEpisode(
                 subject, name, header, body, times, mortality, los, icustay, lived, labels
             )
 
 
-def _window(episode: Episode, end: float) -> tuple[list[str], list[float]]:
+def _window(episode: StayEpisode, end: float) -> tuple[list[str], list[float]]:
     kept = [
         (line, t)
         for line, t in zip(episode.lines, episode.times, strict=True)
@@ -195,16 +197,14 @@ def _window(episode: Episode, end: float) -> tuple[list[str], list[float]]:
     return [line for line, _ in kept], [t for _, t in kept]
 
 
-def _write_timeseries(folder: Path, episode: Episode, lines: list[str]) -> None:
+def _write_timeseries(folder: Path, episode: StayEpisode, lines: list[str]) -> None:
     path = folder / episode.output_name
-    temporary = path.with_name("." + path.name + ".tmp")
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         handle.write(episode.header)
         handle.writelines(lines)
-    temporary.replace(path)
 
 
-def _stay_rows(episode: Episode, folder: Path, result: TaskResult) -> list[float] | None:
+def _stay_rows(episode: StayEpisode, folder: Path, result: TaskResult) -> list[float] | None:
     """Write the episode's rows within the stay; their hours, or None (counted) if none."""
     lines, times = _window(episode, episode.los_hours)
     if not lines:
@@ -214,7 +214,7 @@ def _stay_rows(episode: Episode, folder: Path, result: TaskResult) -> list[float
     return times
 
 
-def _skip_reason(episode: Episode) -> str | None:
+def _skip_reason(episode: StayEpisode) -> str | None:
     if episode.los_hours is None and episode.mortality is None:
         return "empty label file (the stay has no diagnosis)"
     if episode.los_hours is None or np.isnan(episode.los_hours):
@@ -222,7 +222,7 @@ def _skip_reason(episode: Episode) -> str | None:
     return None
 
 
-def _in_hospital_mortality(episode: Episode, folder: Path, result: TaskResult) -> None:
+def _in_hospital_mortality(episode: StayEpisode, folder: Path, result: TaskResult) -> None:
     if episode.los_hours < IHM_HOURS - EPS:
         result.skipped["length of stay below 48 h"] += 1
         return
@@ -234,12 +234,12 @@ def _in_hospital_mortality(episode: Episode, folder: Path, result: TaskResult) -
     result.rows.append((episode.output_name, episode.mortality))
 
 
-def _hourly(episode: Episode, end: float, first_event: float) -> list[float]:
+def _hourly(episode: StayEpisode, end: float, first_event: float) -> list[float]:
     times = np.arange(0.0, end + EPS, 1.0)
     return [float(t) for t in times if t > SHORTEST_HOURS and t > first_event]
 
 
-def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
+def _decompensation(episode: StayEpisode, folder: Path, result: TaskResult) -> None:
     times = _stay_rows(episode, folder, result)
     if times is None:
         return
@@ -253,7 +253,7 @@ def _decompensation(episode: Episode, folder: Path, result: TaskResult) -> None:
     result.rows.append((episode.output_name, np.array(hours, dtype=np.float64), labels))
 
 
-def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
+def _length_of_stay(episode: StayEpisode, folder: Path, result: TaskResult) -> None:
     times = _stay_rows(episode, folder, result)
     if times is None:
         return
@@ -261,13 +261,13 @@ def _length_of_stay(episode: Episode, folder: Path, result: TaskResult) -> None:
     result.rows.append((episode.output_name, hours, episode.los_hours - hours))
 
 
-def _phenotyping(episode: Episode, folder: Path, result: TaskResult) -> None:
+def _phenotyping(episode: StayEpisode, folder: Path, result: TaskResult) -> None:
     if _stay_rows(episode, folder, result) is None:
         return
     result.rows.append((episode.output_name, episode.los_hours, list(episode.phenotypes)))
 
 
-def _multitask(episode: Episode, folder: Path, result: TaskResult) -> None:
+def _multitask(episode: StayEpisode, folder: Path, result: TaskResult) -> None:
     times = _stay_rows(episode, folder, result)
     if times is None:
         return
@@ -294,7 +294,7 @@ def _multitask(episode: Episode, folder: Path, result: TaskResult) -> None:
     result.rows.append((episode.output_name, ",".join(fields)))
 
 
-_BUILDERS: dict[str, Callable[[Episode, Path, TaskResult], None]] = {
+_BUILDERS: dict[str, Callable[[StayEpisode, Path, TaskResult], None]] = {
     "in-hospital-mortality": _in_hospital_mortality,
     "decompensation": _decompensation,
     "length-of-stay": _length_of_stay,
@@ -361,8 +361,7 @@ def _listfile_lines(
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         chunk: list[str] = []
         for line in lines:
             chunk.append(line)
@@ -371,7 +370,6 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
                 chunk = []
         if chunk:
             handle.write("\n".join(chunk) + "\n")
-    temporary.replace(path)
 
 
 def create_tasks(
@@ -404,7 +402,9 @@ def create_tasks(
         for task in tasks:
             folders[task] = out / task / split
             folders[task].mkdir(parents=True, exist_ok=True)
-        episodes: Iterable[Episode] = iterate_episodes(split_root, code_to_group, benchmark_groups)
+        episodes: Iterable[StayEpisode] = iterate_episodes(
+            split_root, code_to_group, benchmark_groups
+        )
         if progress is not None:
             total = sum(1 for _ in split_root.glob("*/episode*_timeseries.csv"))
             episodes = progress(episodes, f"tasks ({split})", total)
@@ -451,9 +451,5 @@ def split_train_val(task_folder: Path, validation_subjects: set[str]) -> dict[st
         ("val_listfile.csv", [header, *val]),
         ("test_listfile.csv", test),
     ):
-        path = task_folder / name
-        temporary = path.with_name("." + name + ".tmp")
-        with open(temporary, "w") as handle:
-            handle.writelines(content)
-        temporary.replace(path)
+        write_text(task_folder / name, "".join(content))
     return {"train": len(train), "val": len(val), "test": len(test) - 1}
