@@ -62,6 +62,7 @@ __all__ = [
     "corex_moments",
     "factor_information",
     "factor_tcs",
+    "finish_moments",
     "moments_covariance",
     "row_space",
     "row_space_moments",
@@ -178,10 +179,10 @@ def corex_moments(
         cross = cross / observed.unsqueeze(-1)
     rho = (1.0 - e2) * cross.transpose(-1, -2) + e2 * weights
     ry = reduce(torch.matmul(weights, rho.transpose(-1, -2)))
-    return _finish_moments(weights, u, rho, ry, eps, reduce)
+    return finish_moments(weights, u, rho, ry, eps, reduce)
 
 
-def _finish_moments(
+def finish_moments(
     weights: Tensor | None, u: Tensor, rho: Tensor, ry: Tensor, eps: float, reduce: Reduce
 ) -> CorexMoments:
     """``S``, ``Q - S^2`` and the objective from ``u``, ``rho`` and the raw ``R_y``."""
@@ -293,7 +294,7 @@ def row_space_moments(
         ry = reduce(p_free @ (scaled @ space.phi_t).T) * c[:, None] * c[None, :]
     rho = p_free * c[:, None]
     weights = space.weights(coefs, eps) * c[:, None] if with_weights else None
-    return _finish_moments(weights, u, rho, ry, eps, reduce)
+    return finish_moments(weights, u, rho, ry, eps, reduce)
 
 
 def factor_information(moments: CorexMoments) -> Tensor:
