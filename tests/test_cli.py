@@ -141,6 +141,8 @@ def test_every_experiment_config_parses():
             expected = "HomophilyGraphDataModule" if synthetic else "CitationGraphDataModule"
         elif path.parent.name == "mimic3":
             expected = "Mimic3DataModule"
+        elif path.parent.name == "minsyn":
+            expected = "WordImageDataModule"
         else:
             expected = "NoisyImageDataModule"
         assert cfg.data.class_path == f"lit_info.data.{expected}", path

@@ -15,6 +15,7 @@ _LOCATIONS = {
     "Mimic3DataModule": "lit_info.data.mimic3.datamodule",
     "NoisyImageDataModule": "lit_info.data.images",
     "TimeSeriesDataModule": "lit_info.data.timeseries",
+    "WordImageDataModule": "lit_info.data.words",
 }
 
 __all__ = sorted(_LOCATIONS)

@@ -382,8 +382,9 @@ class BetaVAE(_RepresentationSteps):
         images = batch[0]
         reconstruction, kl = self.losses(images)
         n = int(images.shape[0])
-        self.log(f"{stage}/loss", reconstruction + self.hparams.beta * kl, batch_size=n,
-                 sync_dist=True)  # fmt: skip
+        self.log(
+            f"{stage}/loss", reconstruction + self.hparams.beta * kl, batch_size=n, sync_dist=True
+        )
         self.log(f"{stage}/reconstruction", reconstruction, batch_size=n, sync_dist=True)
         self.log(f"{stage}/kl", kl, batch_size=n, sync_dist=True)
 

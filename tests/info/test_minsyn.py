@@ -82,8 +82,9 @@ def test_minsyn_weight_one_is_the_corex_bound_and_weights_interpolate():
 def test_ci_bound_is_below_exact_and_tight_for_one_factor():
     x, v = _data(m=1, seed=7)
     one = signal_moments(x, x @ v.T)
-    torch.testing.assert_close(ci_information_bound(one), exact_information(one), rtol=1e-10,
-                               atol=1e-12)  # fmt: skip
+    torch.testing.assert_close(
+        ci_information_bound(one), exact_information(one), rtol=1e-10, atol=1e-12
+    )
     x, v = _data(m=4, seed=8)
     many = signal_moments(x, x @ v.T)
     assert bool((ci_synergy(many) >= -1e-12).all())
