@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LIT_INFO_DATASETS ?= $(abspath ../shared/datasets)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-mixhop bench-mimic3 bench-detection lint tensorboard notebooks clean
+.PHONY: setup test test-slow test-all demo bench bench-sui bench-corex bench-mixhop bench-mimic3 bench-minsyn bench-detection lint tensorboard notebooks clean
 
 setup: $(STAMP)
 
@@ -34,9 +34,14 @@ bench: setup
 	$(MAKE) bench-corex
 	$(MAKE) bench-mixhop
 	$(MAKE) bench-mimic3
+	$(MAKE) bench-minsyn
 
 # MIMIC-III: the build on the demo and on 20x / 100x replicas (about 4 min; the x100 input alone
 # is 8.6 GB of scratch disk), then every baseline config through the CLI on the demo (~10 min)
+# MinSyn vs PCA / FastICA / independence / beta-VAE on word images, 3 seeds (~45 min on 2 cores)
+bench-minsyn: setup
+	$(PY) benchmarks/minsyn_words.py --seeds 0 1 2 --sources font mnist
+
 bench-mimic3: setup
 	$(PY) benchmarks/mimic3_pipeline.py --scales 1 20 100 --memory-limit 2000
 	$(PY) benchmarks/mimic3_baselines.py --epochs 2 --train-batches 50

@@ -39,6 +39,12 @@ Every batch is standardized by its own statistics
 constant within a batch (the image background) drop out. Use large batches (the moments are
 estimated from them); full batch when the training split fits.
 
+Beyond one device: plain ``ddp`` splits the samples; each process computes the moments of its
+own batch (a minibatch of the full-batch objective, as for ``CorexModule`` under ``ddp``) and
+DDP averages the gradients; the disentanglement monitor encodes in shards and gathers, so its
+scores equal those of one process (tested with 2 CPU processes). The images are small (28 x 84
+pixels), so sharding the pixels, as ``CorexModule`` shards variables, is not offered.
+
 Logged: ``train/objective`` (nats per pixel), ``train/synergy`` (mean ``I - I_CI`` per pixel),
 ``train/synergy_weight``, ``train/eps``, and the same objective and synergy of the validation
 batches at ``lam = synergy_weight``, ``eps = 0`` (``val/objective``, ``val/synergy``). The

@@ -65,12 +65,19 @@ from lit_info.info.tcorex import (
     temporal_penalty,
     weighted_standardization,
 )
-from lit_info.methods.corex import DTYPES, CorexEstimator, LinearCorex, is_number, validate_samples
+from lit_info.methods.corex import (
+    DTYPES,
+    CorexEstimator,
+    Gaussianizer,
+    LinearCorex,
+    is_number,
+    validate_samples,
+)
 
 __all__ = ["OPTIMIZERS", "TCorex"]
 
 OPTIMIZERS = ("lbfgs", "adam")
-_GAUSSIANIZE = ("standard", "none")
+_GAUSSIANIZE = ("standard", "outliers", "empirical", "none")
 _ADAM_WINDOW = 50
 _LBFGS_CHUNK = 10
 
@@ -99,7 +106,12 @@ class TCorex(CorexEstimator):
         smoothing: ``delta`` of the smoothed ``|d| ~ sqrt(d^2 + delta^2) - delta`` of the
             ``l1`` term under L-BFGS (Adam uses the exact ``|.|``).
         gaussianize: ``standard`` (each period standardized by its weighted mean and standard
-            deviation) or ``none`` (the data are already standardized).
+            deviation), ``outliers`` or ``empirical`` (first the marginal transform of
+            :class:`~lit_info.methods.corex.Gaussianizer`, fitted on all periods pooled, so that
+            one transform serves every period and no ``T x N x p`` copy is needed; then the
+            weighted standardization of ``standard``; covariances and likelihoods are those of
+            the transformed data, in their standard deviations, as for ``LinearCorex``) or
+            ``none`` (the data are already standardized).
         device: torch device of the computation (``cpu``, ``cuda``).
         dtype: ``float64`` or ``float32``.
         random_state: seed of the random start and of the pooled linear CorEx.
@@ -137,7 +149,7 @@ class TCorex(CorexEstimator):
         gamma: float | None = None,
         init: bool = True,
         smoothing: float = 1e-3,
-        gaussianize: Literal["standard", "none"] = "standard",
+        gaussianize: Literal["standard", "outliers", "empirical", "none"] = "standard",
         device: str = "cpu",
         dtype: Literal["float64", "float32"] = "float64",
         random_state: int | None = None,
@@ -286,8 +298,13 @@ class TCorex(CorexEstimator):
         periods = self._periods(X, owner, fitting=True)
         counts = np.array([x.shape[0] for x in periods])
         mixing = period_mixing(counts, self.gamma)
-        if self.gaussianize == "standard":
+        self.marginal_ = None
+        if self.gaussianize != "none":
             self._check_constant(periods, mixing, owner)
+        if self.gaussianize in ("outliers", "empirical"):
+            self.marginal_ = Gaussianizer(self.gaussianize).fit(np.concatenate(periods, 0))
+            periods = self._marginal(periods)
+        if self.gaussianize != "none":
             mean, scale = weighted_standardization(periods, mixing)
         else:
             p = periods[0].shape[1]
@@ -338,7 +355,7 @@ class TCorex(CorexEstimator):
                 tol=self.tol,
                 anneal=self.anneal,
                 anneal_tol=self.anneal_tol,
-                gaussianize="standard" if self.gaussianize == "standard" else "none",
+                gaussianize="none" if self.gaussianize == "none" else "standard",
                 device=self.device,
                 dtype=self.dtype,
                 random_state=seed,
@@ -467,10 +484,17 @@ class TCorex(CorexEstimator):
         self.penalty_ = float(penalty)
 
     # -------------------------------------------------------------------------- outputs
+    def _marginal(self, periods: list[np.ndarray]) -> list[np.ndarray]:
+        """The periods through the fitted marginal transform (``outliers`` / ``empirical``)."""
+        if getattr(self, "marginal_", None) is None:
+            return periods
+        return [self.marginal_.transform(x) for x in periods]
+
     def transform(self, X: Any) -> list[np.ndarray]:  # noqa: N803
         """The factors ``y_t = W_t x`` of every period's standardized samples (``n_t x m``)."""
         check_is_fitted(self)
         periods = self._periods(X, f"{type(self).__name__}.transform", fitting=False)
+        periods = self._marginal(periods)
         return [
             ((x - self.mean_[t]) / self.scale_[t]) @ self.components_[t].T
             for t, x in enumerate(periods)
@@ -493,7 +517,7 @@ class TCorex(CorexEstimator):
 
     def _log_likelihoods(self, X: Any, owner: str, center: bool) -> list[float]:  # noqa: N803
         check_is_fitted(self)
-        periods = self._periods(X, f"{type(self).__name__}.{owner}", fitting=False)
+        periods = self._marginal(self._periods(X, f"{type(self).__name__}.{owner}", fitting=False))
         out = []
         for t, cov in enumerate(self.covariance_low_rank()):
             mean = self._torch(self.mean_[t]) if center else None
