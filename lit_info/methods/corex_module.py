@@ -22,7 +22,14 @@ every set standardized by its own statistics (a batch, a held-out split;
 :meth:`CorexModule.standardize_own`): the bound needs ``|Corr(y_j, x_i)| < 1``, which a
 minibatch or new samples standardized with the training statistics can break (NaN); on the
 whole training split, i.e. in full-batch training, the two coincide. Missing values (NaN) are
-refused (``LinearCorex(missing_values=nan)`` imputes them).
+refused unless ``missing_values: true``: then, as ``LinearCorex(missing_values=nan)``, a
+missing entry is imputed with its column mean and every column is standardized with its
+*observed* count (mean and standard deviation over the observed entries; the moments average
+over all rows, so a column's variance is its observed share), on the training split and on
+every batch alike, which in full-batch training gives ``LinearCorex``'s objective exactly
+(tested). Held-out NLL and factors of samples with missing entries use the imputed values
+(the NLL is then that of the imputed sample, not the marginal likelihood of its observed
+entries).
 
 Annealing. ``eps`` follows :data:`~lit_info.info.corex.ANNEAL_SCHEDULE` (``0.6^k``, ``k =
 1..6``, then 0), one stage every ``epochs_per_stage`` epochs, and stays 0 afterwards; set
@@ -103,6 +110,15 @@ from lit_info.methods.corex_base import (
 __all__ = ["CorexModule", "annealing_eps", "sharded_nll"]
 
 
+def _observed_mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-column mean and population standard deviation over the entries that are not NaN."""
+    observed = ~torch.isnan(x)
+    count = observed.sum(0).clamp_min(1)
+    centred = torch.where(observed, x, 0.0).sum(0) / count
+    deviation = torch.where(observed, x - centred, 0.0)
+    return centred, (deviation.pow(2).sum(0) / count).sqrt()
+
+
 class CorexModule(CorexModuleBase):
     """Linear CorEx (Ver Steeg et al., NeurIPS 2019) trained by an optimizer, full or minibatch.
 
@@ -115,6 +131,8 @@ class CorexModule(CorexModuleBase):
     Args:
         n_variables: number of variables p; filled in from the data, leave unset.
         n_hidden: number of latent factors m.
+        missing_values: impute missing entries (NaN) with the column mean, standardizing with
+            the observed count (as LinearCorex(missing_values=nan)); false = NaN is an error.
         optimizer: adam or sgd.
         lr: learning rate (the loss is -TC / p, so it does not depend on p).
         momentum: SGD momentum; not used with adam.
@@ -143,6 +161,7 @@ class CorexModule(CorexModuleBase):
         shard_variables: bool = False,
         image_every_n_epochs: int = 50,
         max_image_variables: int = 512,
+        missing_values: bool = False,
     ) -> None:
         super().__init__()
         require_hints("CorexModule", n_variables=n_variables)
@@ -179,16 +198,16 @@ class CorexModule(CorexModuleBase):
             return
         x, _ = self._read_training_set()
         n = x.shape[0]
-        if self._agree(bool(torch.isnan(x).any())):
+        if self._agree(bool(torch.isnan(x).any())) and not self.hparams.missing_values:
             raise ValueError(
-                "CorexModule: the training data contain NaN; impute them first or use "
-                "LinearCorex(missing_values=float('nan'))"
+                "CorexModule: the training data contain NaN; set missing_values: true to impute "
+                "them with the column means (or impute them first)"
             )
         if self._agree(n < 2):
             raise ValueError(f"CorexModule: {n} training sample(s); at least 2 are needed")
         if int(self.n_fit_samples) == 0:
-            mean = x.mean(0)
-            std = (x - mean).pow(2).mean(0).sqrt()  # population, as LinearCorex
+            # population statistics over the observed entries, as LinearCorex
+            mean, std = _observed_mean_std(x)
             constant = torch.nonzero(std == 0).flatten()
             if self._agree(constant.numel() > 0):
                 raise ValueError(
@@ -210,13 +229,21 @@ class CorexModule(CorexModuleBase):
         becomes 0 and contributes nothing.
         """
         x = x.to(self.free_weights.dtype)
+        if self.hparams.missing_values and bool(torch.isnan(x).any()):
+            mean, std = _observed_mean_std(x)
+            z = torch.nan_to_num((x - mean) / std.clamp_min(torch.finfo(x.dtype).tiny), nan=0.0)
+            return z
         x = x - x.mean(0)
         return x / x.pow(2).mean(0).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
 
     def standardize(self, x: Tensor) -> Tensor:
-        """``(x - mean) / scale`` with the training statistics, in the weights' dtype."""
+        """``(x - mean) / scale`` with the training statistics, in the weights' dtype.
+
+        With ``missing_values`` a missing entry becomes 0 (imputed with the training mean).
+        """
         dtype = self.free_weights.dtype
-        return (x.to(dtype) - self.mean.to(dtype)) / self.scale.to(dtype)
+        z = (x.to(dtype) - self.mean.to(dtype)) / self.scale.to(dtype)
+        return torch.nan_to_num(z, nan=0.0) if self.hparams.missing_values else z
 
     # -- the model ------------------------------------------------------------------------------
     def moments(self, z: Tensor, eps: float = 0.0) -> CorexMoments:

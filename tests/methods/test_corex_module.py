@@ -119,6 +119,29 @@ def test_minibatch_fit_raises_the_objective_and_dataloaders_without_datamodule_w
         helpers.cpu_trainer(max_epochs=1).fit(CorexModule(n_variables=24), loader, loader)
 
 
+def test_missing_values_give_linear_corex_objective_and_train_finite():
+    torch.manual_seed(4)
+    x = torch.randn(50, 8, dtype=F64) @ torch.randn(8, 8, dtype=F64) + 1.5
+    x[torch.rand(50, 8) < 0.15] = float("nan")
+    loader = DataLoader(TensorDataset(x, torch.zeros(50), torch.arange(50)), batch_size=50)
+    with pytest.raises(ValueError, match="contain NaN; set missing_values: true"):
+        helpers.cpu_trainer(max_epochs=1).fit(CorexModule(n_variables=8), loader, loader)
+    module = CorexModule(n_variables=8, n_hidden=2, missing_values=True, lr=0.05).double()
+    # the batch standardization is LinearCorex's: observed mean and std, missing -> 0
+    gauss = Gaussianizer("standard").fit(x.numpy())
+    z = torch.from_numpy(gauss.transform(x.numpy()))
+    torch.testing.assert_close(module.standardize_own(x), z, rtol=1e-12, atol=1e-14)
+    loss = module.training_step((x, torch.zeros(50), torch.arange(50)), 0)
+    ref = corex_moments(z, module.free_weights.detach(), 0.6, free=True).tc
+    torch.testing.assert_close(loss.detach(), -ref / 8, rtol=1e-12, atol=0)
+    start = float(ref)
+    helpers.cpu_trainer(max_epochs=20).fit(module, loader, loader)
+    np.testing.assert_allclose(module.mean.numpy(), gauss.mean, rtol=1e-12)
+    np.testing.assert_allclose(module.scale.numpy(), gauss.std, rtol=1e-12)
+    assert math.isfinite(float(module.nll(x))) and torch.isfinite(module(x)).all()
+    assert float(module.train_moments().tc) > start
+
+
 def test_shard_variables_and_the_strategy_must_agree():
     helpers.assert_strategy_checks(
         lambda **kwargs: CorexModule(n_variables=8, n_hidden=2, **kwargs)
