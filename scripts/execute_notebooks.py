@@ -45,13 +45,15 @@ def execute(path: Path, timeout: int = 600) -> None:
     nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"LIT_INFO_QUICKSTART_DIR": "runs/quickstart"}
+        km = kernel_manager(Path(tmp), env)
         client = nbclient.NotebookClient(
-            nb,
-            km=kernel_manager(Path(tmp), env),
-            timeout=timeout,
-            resources={"metadata": {"path": str(ROOT)}},
+            nb, km=km, timeout=timeout, resources={"metadata": {"path": str(ROOT)}}
         )
-        client.execute()
+        try:
+            client.execute()
+        finally:  # nbclient leaves the kernel of a kernel manager passed in running
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     tmp_path = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp_path)

@@ -23,13 +23,15 @@ def execute_notebook(path: Path, tmp: Path, env: dict[str, str], timeout: int = 
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     nb = nbformat.read(path, as_version=4)
+    km = module.kernel_manager(tmp / "kernels", env)
     client = nbclient.NotebookClient(
-        nb,
-        km=module.kernel_manager(tmp / "kernels", env),
-        timeout=timeout,
-        resources={"metadata": {"path": str(ROOT)}},
+        nb, km=km, timeout=timeout, resources={"metadata": {"path": str(ROOT)}}
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:  # a kernel manager passed in is not shut down by nbclient: its kernel would live on
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return "".join(
         o.get("text", "")
         for c in nb.cells

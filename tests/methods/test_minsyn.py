@@ -105,6 +105,25 @@ def test_linear_fit_raises_the_objective_and_encode_ignores_background_pixels(wo
     torch.testing.assert_close(model.encode(test), z @ model.free_weights.T, rtol=1e-5, atol=1e-5)
 
 
+def test_cnn_encoder_trains_through_the_signal_moments(words):
+    torch.manual_seed(7)
+    model = MinSyn(input_shape=words.input_shape, n_factors=5, encoder="cnn", hidden=(16,))
+    images = words.train_set.images[:64]
+    assert model.encode(images).shape == (64, 5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def objective() -> torch.Tensor:
+        return minsyn_objective(model.moments(images, 0.0), 1.0)
+
+    start = float(objective())
+    for _ in range(30):
+        optimizer.zero_grad()
+        (-objective()).backward()
+        optimizer.step()
+    assert float(objective()) > start
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_betavae_terms_equal_torch_distributions(words):
     torch.manual_seed(2)
     model = BetaVAE(input_shape=words.input_shape, n_factors=3, hidden=(16,))
