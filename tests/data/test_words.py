@@ -1,5 +1,4 @@
 import itertools
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -273,13 +272,6 @@ def test_loaders(font_dm):
     dm = WordImageDataModule(predict_split="val", images_per_char=2, samples_per_word=1)
     _, y, index = next(iter(dm.predict_dataloader()))
     assert torch.equal(y, dm.val_set.labels[index])
-
-
-def test_build_time_of_the_default_font_dataset():
-    start = time.perf_counter()
-    WordImageDataModule().setup()
-    elapsed = time.perf_counter() - start
-    assert elapsed < 6.0, f"building the default font data set took {elapsed:.1f} s"
 
 
 def test_other_lengths_with_a_word_list(tmp_path):

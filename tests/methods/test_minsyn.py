@@ -219,6 +219,14 @@ def test_configs_fit_test_and_predict_through_the_cli(tmp_path, name):
     )
     run = tmp_path / "minsyn" / name / "version_0"
     assert (run / "checkpoints" / "best.ckpt").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert {"disentanglement/val_information", "disentanglement/components"} <= set(
+        events.Tags()["images"]
+    )
+    assert {"val/probe", "val/mig", "val/locality"} <= set(events.Tags()["scalars"])
     main(["test", "--config", config, *common, "--ckpt_path=best"])
     out = run / "test_best" / "version_0"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"][0]
