@@ -108,7 +108,8 @@ class DisentanglementMonitor(pl.Callback):
         indices, values = [], []
         for batch in loader:
             indices.append(batch[-1].to(pl_module.device))
-            values.append(pl_module.encode(batch[0].to(pl_module.device)).double())
+            images = batch[0].to(pl_module.device, pl_module.dtype)
+            values.append(pl_module.encode(images).double())
         if was_training:
             pl_module.train()
         index = torch.cat(indices)

@@ -244,11 +244,12 @@ class MinSyn(_RepresentationSteps):
     # -- the model ---------------------------------------------------------------------------------
     def moments(self, images: Tensor, eps: float = 0.0) -> Any:
         """CorEx moments of the factors of a batch of images (standardized by themselves)."""
-        z = standardize_columns(images.flatten(1).to(torch.get_default_dtype()))
         if self.free_weights is not None:
-            return corex_moments(z, self.free_weights.to(z.dtype), eps, free=True)
+            z = standardize_columns(images.flatten(1).to(self.free_weights.dtype))
+            return corex_moments(z, self.free_weights, eps, free=True)
         assert self.net is not None
-        return signal_moments(z, self.net(images))
+        signals = self.net(images)
+        return signal_moments(standardize_columns(images.flatten(1).to(signals.dtype)), signals)
 
     def on_fit_start(self) -> None:
         """Record the training split's pixel mean and scale once (used by :meth:`encode`)."""
