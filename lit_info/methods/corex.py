@@ -21,6 +21,8 @@ resulting speed against ``linearcorex`` is ``benchmarks/corex_speed.py``):
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -44,12 +46,46 @@ from lit_info.info.corex import (
 )
 from lit_info.info.low_rank import LowRankPlusDiagonal
 
-__all__ = ["GAUSSIANIZE", "CorexEstimator", "Gaussianizer", "LinearCorex"]
+__all__ = [
+    "GAUSSIANIZE",
+    "SMALL_FIT_WORK",
+    "CorexEstimator",
+    "Gaussianizer",
+    "LinearCorex",
+    "fit_threads",
+]
 
 GAUSSIANIZE = ("standard", "outliers", "empirical", "none")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _OUTLIER_THRESHOLD = 4.0
 _DENSE_LIMIT = 20_000
+#: ``n * p * m`` up to which a CPU fit runs on one torch thread by default (``n_threads=None``):
+#: below it thread start-up and synchronization cost more than the second core gives
+#: (benchmarks/corex_speed.py measures both).
+SMALL_FIT_WORK = 2**24
+
+
+@contextmanager
+def fit_threads(n_threads: int | None, work: int, device: str) -> Iterator[None]:
+    """Run a block with ``n_threads`` torch intra-op threads on the CPU, then restore them.
+
+    Args:
+        n_threads: the thread count; ``None``: 1 when ``work <= SMALL_FIT_WORK``, else as set.
+        work: ``n * p * m`` of the fit.
+        device: the fit's device (nothing changes off the CPU).
+    """
+    want = n_threads
+    if want is None and work <= SMALL_FIT_WORK:
+        want = 1
+    before = torch.get_num_threads()
+    if want is None or want == before or torch.device(device).type != "cpu":
+        yield
+        return
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _ELSEWHERE = {  # name -> module: T-CorEx and the LightningModules live in their own files
@@ -278,6 +314,9 @@ class LinearCorex(TransformerMixin, CorexEstimator):
         dtype: ``float64`` or ``float32``.
         random_state: seed of the random start (``None``: fresh entropy).
         verbose: show a progress bar over the annealing stages.
+        n_threads: torch intra-op threads during ``fit`` on the CPU (restored afterwards);
+            ``None``: one thread for small problems (``n p m <= SMALL_FIT_WORK``, where a
+            second thread costs more than it gives), torch's setting otherwise.
 
     Attributes:
         components_: ``(m, p)`` weights ``W`` of the factors on the standardized variables.
@@ -304,6 +343,7 @@ class LinearCorex(TransformerMixin, CorexEstimator):
         dtype: Literal["float64", "float32"] = "float64",
         random_state: int | None = None,
         verbose: bool = False,
+        n_threads: int | None = None,
     ) -> None:
         self.n_hidden = n_hidden
         self.max_iter = max_iter
@@ -316,10 +356,16 @@ class LinearCorex(TransformerMixin, CorexEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_threads = n_threads
 
     # ----------------------------------------------------------------------------- checks
     def _check_params(self) -> None:
         name = type(self).__name__
+        threads = self.n_threads
+        if threads is not None and (
+            not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1
+        ):
+            raise ValueError(f"{name}: n_threads={threads!r}; must be an integer >= 1 or None")
         for field in ("n_hidden", "max_iter"):
             value = getattr(self, field)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
@@ -337,6 +383,11 @@ class LinearCorex(TransformerMixin, CorexEstimator):
         self._check_params()
         name = f"{type(self).__name__}.fit"
         x, mask = validate_samples(name, X, self.missing_values, self.gaussianize)
+        work = x.shape[0] * x.shape[1] * int(self.n_hidden)
+        with fit_threads(self.n_threads, work, self.device):
+            return self._fit(x)
+
+    def _fit(self, x: np.ndarray) -> LinearCorex:
         self.gaussianizer_ = Gaussianizer(self.gaussianize).fit(x)
         xs = self._torch(self.gaussianizer_.transform(x))
         space = row_space(xs)

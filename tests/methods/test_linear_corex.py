@@ -111,6 +111,7 @@ def test_gaussianizer_round_trip(kind):
         ({"gaussianize": "rank"}, "ok", "gaussianize='rank'"),
         ({"dtype": "float16"}, "ok", "dtype='float16'"),
         ({"tol": 0}, "ok", "tol=0"),
+        ({"n_threads": 0}, "ok", "n_threads=0"),
         ({}, "one", "1 sample"),
         ({}, "constant", "column"),
         ({}, "1d", "2-D"),
@@ -129,6 +130,33 @@ def test_bad_input_errors(kwargs, data, message):
         x[0, 0] = np.inf
     with pytest.raises(ValueError, match=message):
         LinearCorex(**kwargs).fit(x)
+
+
+def test_fit_threads_are_restored_and_do_not_change_the_fit(monkeypatch):
+    import lit_info.methods.corex as corex_module
+
+    x = np.random.default_rng(1).normal(size=(30, 6)) @ np.random.default_rng(2).normal(size=(6, 6))
+    seen = []
+    original = corex_module.LinearCorex._fit
+
+    def spy(self, x):
+        seen.append(torch.get_num_threads())
+        return original(self, x)
+
+    monkeypatch.setattr(corex_module.LinearCorex, "_fit", spy)
+    outer = torch.get_num_threads()
+    torch.set_num_threads(3)  # the suite runs on one thread: make "unchanged" visible
+    try:
+        small = LinearCorex(n_hidden=2, random_state=0).fit(x)  # n p m = 360: one thread
+        assert seen[-1] == 1 and torch.get_num_threads() == 3
+        monkeypatch.setattr(corex_module, "SMALL_FIT_WORK", 0)  # as if large: untouched
+        large = LinearCorex(n_hidden=2, random_state=0).fit(x)
+        assert seen[-1] == 3
+        LinearCorex(n_hidden=2, random_state=0, n_threads=2).fit(x)
+        assert seen[-1] == 2 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(outer)
+    np.testing.assert_allclose(small.components_, large.components_, rtol=1e-8, atol=1e-10)
 
 
 def test_constant_column_allowed_without_gaussianize_and_feature_count_checked():
