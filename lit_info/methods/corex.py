@@ -62,7 +62,7 @@ _DENSE_LIMIT = 20_000
 #: ``n * p * m`` up to which a CPU fit runs on one torch thread by default (``n_threads=None``):
 #: below it thread start-up and synchronization cost more than the second core gives
 #: (benchmarks/corex_speed.py measures both).
-SMALL_FIT_WORK = 2**24
+SMALL_FIT_WORK = 2**21
 
 
 @contextmanager
@@ -315,7 +315,7 @@ class LinearCorex(TransformerMixin, CorexEstimator):
         random_state: seed of the random start (``None``: fresh entropy).
         verbose: show a progress bar over the annealing stages.
         n_threads: torch intra-op threads during ``fit`` on the CPU (restored afterwards);
-            ``None``: one thread for small problems (``n p m <= SMALL_FIT_WORK``, where a
+            ``None``: one thread for small problems (``n p m <= SMALL_FIT_WORK = 2^21``, where a
             second thread costs more than it gives), torch's setting otherwise.
 
     Attributes:
