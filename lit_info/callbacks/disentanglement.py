@@ -45,7 +45,7 @@ from lit_info.info.disentanglement import (
     disentanglement_scores,
     factor_groups,
 )
-from lit_info.methods.corex_base import red_blue, upscale
+from lit_info.methods.corex_base import check_integers, red_blue, upscale
 
 __all__ = ["DisentanglementMonitor", "factor_pixel_correlation"]
 
@@ -84,13 +84,11 @@ class DisentanglementMonitor(pl.Callback):
         random_state: int = 0,
     ) -> None:
         super().__init__()
-        for name, value, low in (
+        check_integers(
             ("every_n_epochs", every_n_epochs, 0),
             ("n_neighbors", n_neighbors, 1),
             ("batch_size", batch_size, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"DisentanglementMonitor: {name} must be an integer >= {low}")
+        )
         self.every_n_epochs = every_n_epochs
         self.n_neighbors = n_neighbors
         self.batch_size = batch_size

@@ -11,10 +11,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 
-import lightning.pytorch as pl
 import torch
+from ddp_test_run import run_test_on_devices
 
 from lit_info.callbacks import DisentanglementMonitor
 from lit_info.data.words import WordImageDataModule
@@ -42,23 +41,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     dm, model = build()
     model.load_state_dict(torch.load(args.weights, weights_only=True))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[DisentanglementMonitor(batch_size=37)],
-    )
-    metrics = trainer.test(model, dm, verbose=False)[0]
-    if trainer.is_global_zero:
-        with open(args.out, "w") as handle:
-            json.dump({"world_size": trainer.world_size, **metrics}, handle)
+    run_test_on_devices(model, dm, args.devices, args.out, [DisentanglementMonitor(batch_size=37)])
 
 
 if __name__ == "__main__":
