@@ -25,8 +25,8 @@ Character sources (``source``):
   and lower case merged), read through ``torchvision.datasets.EMNIST(root=data_dir,
   split="letters", download=False)`` from ``<data_dir>/EMNIST/raw/emnist-letters-{train,test}-
   {images-idx3,labels-idx1}-ubyte`` (uncompressed, as torchvision extracts them; the training
-  pair when present, else the test pair). Nothing is ever downloaded. EMNIST stores its images
-  transposed; they are transposed back upright.
+  pair when present, else the test pair). Nothing is downloaded unless ``download=True``.
+  EMNIST stores its images transposed; they are transposed back upright.
 
 Alphabets. ``alphabet=None`` means, for letters (``font``, ``emnist``), the
 ``letters_per_position`` most common letters at each position among the words of the word list
@@ -427,6 +427,9 @@ class WordImageDataModule(pl.LightningDataModule):
         split_seed: Seed of the random splits of combinations.
         data_dir: Folder above MNIST/ or EMNIST/; unset = the LIT_INFO_DATA environment
             variable, else ./data.
+        download: emnist only: let torchvision download EMNIST into data_dir (in
+            ``prepare_data``) when its files are missing. Off by default: nothing is ever
+            downloaded unless asked.
         batch_size: Batch size of every loader.
         num_workers: Data-loading worker processes; 0 = load in the main process.
         predict_split: Split served by predict: train, val or test.
@@ -462,6 +465,7 @@ class WordImageDataModule(pl.LightningDataModule):
         seed: int = 0,
         split_seed: int = 0,
         data_dir: str | None = None,
+        download: bool = False,
         batch_size: int = 128,
         num_workers: int = 0,
         predict_split: Literal["train", "val", "test"] = "test",
@@ -530,6 +534,7 @@ class WordImageDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.split_seed = int(split_seed)
         self.data_dir = Path(data_dir or os.environ.get("LIT_INFO_DATA", "./data"))
+        self.download = bool(download)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.predict_split = predict_split
@@ -692,8 +697,19 @@ class WordImageDataModule(pl.LightningDataModule):
         if self.source == "mnist":
             _, files = self._mnist_files()
             _read_mnist_split(files, DATASET_INFO["mnist"], load_images=False)
-        elif self.source == "emnist":
+        elif self.source == "emnist" and not self.download:
             self._emnist_split()
+
+    def prepare_data(self) -> None:
+        """Download EMNIST when asked (``download=True``) and its files are missing."""
+        if self.source != "emnist" or not self.download:
+            return
+        try:
+            self._emnist_split()
+        except FileNotFoundError:
+            from torchvision.datasets import EMNIST
+
+            EMNIST(str(self.data_dir), split="letters", train=True, download=True)
 
     def model_hints(self) -> dict[str, Any]:
         """Return ``{"input_shape": (1, 28, 28 * n_chars)}`` (reads nothing)."""

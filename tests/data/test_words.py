@@ -407,6 +407,25 @@ def test_emnist_missing_folder_and_files(tmp_path):
         WordImageDataModule(source="emnist", data_dir=str(tmp_path / "gz")).check_files()
 
 
+def test_emnist_downloads_only_when_asked(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeEMNIST:
+        def __init__(self, root, split, train, download):
+            calls.append((root, split, train, download))
+
+    monkeypatch.setattr(torchvision.datasets, "EMNIST", FakeEMNIST)
+    missing = str(tmp_path / "empty")
+    WordImageDataModule(source="emnist", data_dir=missing).prepare_data()
+    assert calls == []  # the default never downloads
+    asked = WordImageDataModule(source="emnist", data_dir=missing, download=True)
+    asked.check_files()  # no file check before the download
+    asked.prepare_data()
+    assert calls == [(missing, "letters", True, True)]
+
+
 def test_emnist_rejects_digits_and_upper_case():
     with pytest.raises(ValueError, match=r"unknown character '1' at position 2: .*emnist"):
         WordImageDataModule(source="emnist", alphabet=["ab", "cd", "e1"])
