@@ -9,9 +9,12 @@ Importable from every test folder: pytest puts ``tests/`` (the folder of ``conft
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -60,3 +63,19 @@ def run_together(commands: list[list[str]], cwd: Path, timeout: int = 240) -> No
     for cmd, proc, out in zip(commands, procs, outputs, strict=True):
         if proc.returncode != 0:
             pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out[-4000:]}")
+
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def import_script(name: str) -> ModuleType:
+    """Import the helper script ``tests/scripts/<name>.py`` (to reuse its ``build``, say).
+
+    The scripts import their siblings by name, so the folder is on ``sys.path`` during the
+    import only.
+    """
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(SCRIPTS))

@@ -211,15 +211,11 @@ def test_other_baselines_run_on_the_demo(mimic3_benchmark, tmp_path, config, key
 
 @pytest.mark.parametrize("task", ["in-hospital-mortality", "decompensation"])
 def test_two_processes_score_every_test_sample_once(mimic3_benchmark, tmp_path, task):
-    from subprocess_runs import run_together
+    from subprocess_runs import import_script, run_together
 
     benchmark, _ = mimic3_benchmark
     script = ROOT / "tests" / "scripts" / "ddp_clinical.py"
-    sys.path.insert(0, str(script.parent))
-    try:
-        from ddp_clinical import build
-    finally:
-        sys.path.pop(0)
+    build = import_script("ddp_clinical").build
     torch.manual_seed(3)
     dm, model = build(str(benchmark), task)
     torch.save(model.state_dict(), tmp_path / "weights.pt")

@@ -242,14 +242,10 @@ def test_configs_fit_test_and_predict_through_the_cli(tmp_path, name):
 
 
 def test_two_processes_give_the_monitor_scores_of_one(tmp_path, words):
-    from subprocess_runs import run_together
+    from subprocess_runs import import_script, run_together
 
     script = ROOT / "tests" / "scripts" / "ddp_minsyn.py"
-    sys.path.insert(0, str(script.parent))
-    try:
-        from ddp_minsyn import build
-    finally:
-        sys.path.pop(0)
+    build = import_script("ddp_minsyn").build
     torch.manual_seed(6)
     _, model = build()
     torch.save(model.state_dict(), tmp_path / "weights.pt")

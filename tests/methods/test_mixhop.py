@@ -202,11 +202,9 @@ def test_two_processes_train_and_evaluate_every_node_once(tmp_path, kind):
     one, two = (torch.load(p, weights_only=False) for p in outs)
     assert (one["world_size"], two["world_size"]) == (1, 2)
     # the 2-process validation equals a 1-process full-batch evaluation of the same weights
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        from ddp_mixhop import build
-    finally:
-        sys.path.pop(0)
+    from subprocess_runs import import_script
+
+    build = import_script("ddp_mixhop").build
     torch.set_default_dtype(torch.float64)
     try:
         dm, model = build(kind)
