@@ -31,6 +31,7 @@ Scores (all computed from the information matrix ``I`` (``m x k``) on held-out s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,23 @@ def _check_2d(name: str, a: np.ndarray) -> np.ndarray:
     if a.shape[0] < 2:
         raise ValueError(f"{name} has {a.shape[0]} sample(s); at least 2 are needed")
     return a
+
+
+def _per_target(
+    estimator: Callable[..., np.ndarray],
+    features: np.ndarray,
+    targets: np.ndarray,
+    n_neighbors: int,
+    random_state: int,
+) -> np.ndarray:
+    """``estimator(features, target_k)`` for every column of ``targets``: ``(d, k)``."""
+    return np.stack(
+        [
+            estimator(features, column, n_neighbors=n_neighbors, random_state=random_state)
+            for column in targets.T
+        ],
+        axis=1,
+    )
 
 
 def discrete_entropy(labels: np.ndarray) -> np.ndarray:
@@ -100,13 +118,7 @@ def knn_information(
     b = _check_2d("b", b).astype(np.float64)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a has {a.shape[0]} samples but b has {b.shape[0]}")
-    return np.stack(
-        [
-            mutual_info_regression(a, column, n_neighbors=n_neighbors, random_state=random_state)
-            for column in b.T
-        ],
-        axis=1,
-    )
+    return _per_target(mutual_info_regression, a, b, n_neighbors, random_state)
 
 
 def factor_label_information(
@@ -117,13 +129,7 @@ def factor_label_information(
     labels = _check_2d("labels", labels)
     if factors.shape[0] != labels.shape[0]:
         raise ValueError(f"factors have {factors.shape[0]} samples but labels {labels.shape[0]}")
-    return np.stack(
-        [
-            mutual_info_classif(factors, column, n_neighbors=n_neighbors, random_state=random_state)
-            for column in labels.T
-        ],
-        axis=1,
-    )
+    return _per_target(mutual_info_classif, factors, labels, n_neighbors, random_state)
 
 
 def mutual_information_gap(information: np.ndarray, entropies: np.ndarray) -> np.ndarray:
