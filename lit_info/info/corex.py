@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lit_info.info.lbfgs import minimize_lbfgs
 from lit_info.info.low_rank import LowRankPlusDiagonal
 
 __all__ = [
@@ -375,15 +376,16 @@ def fit_row_space(
     anneal_tol: float = 1e-2,
     max_iter: int = 10000,
     history_size: int = 10,
+    anneal_dtype: torch.dtype | None = None,
     reduce: Reduce | None = None,
     progress: Callable[[int, float, float], None] | None = None,
 ) -> CorexFit:
     """Maximize the linear CorEx objective over row-space coordinates (L-BFGS, Wolfe search).
 
-    One full-batch L-BFGS run per annealing stage (:data:`ANNEAL_SCHEDULE`, or ``eps = 0``
-    only), each stopping when the objective changes by less than the stage's tolerance between
-    iterations (``anneal_tol`` while annealing, ``tol`` at ``eps = 0``) or after ``max_iter``
-    iterations.
+    One full-batch L-BFGS run (:func:`~lit_info.info.lbfgs.minimize_lbfgs`) per annealing
+    stage (:data:`ANNEAL_SCHEDULE`, or ``eps = 0`` only), each stopping when the objective
+    changes by less than the stage's tolerance between iterations (``anneal_tol`` while
+    annealing, ``tol`` at ``eps = 0``) or after ``max_iter`` iterations.
 
     Args:
         space: the samples' :class:`RowSpace`.
@@ -393,6 +395,10 @@ def fit_row_space(
         anneal_tol: the same for the annealing stages, which only need to get close.
         max_iter: iteration limit per stage.
         history_size: L-BFGS memory.
+        anneal_dtype: the dtype of the annealing stages (``eps > 0``), ``None`` for the
+            samples' dtype. They only need to get within ``anneal_tol``, far above float32
+            rounding, so ``torch.float32`` halves their cost while the last stage still runs
+            in the samples' dtype (quality equal to a float64 fit: ``benchmarks/corex_speed.py``).
         reduce: sums over variables (an all-reduce when the columns of ``space`` are
             sharded: every process then takes the same steps).
         progress: called after every stage with ``(stage, eps, objective)``.
@@ -401,45 +407,44 @@ def fit_row_space(
         The :class:`CorexFit`.
     """
     schedule = ANNEAL_SCHEDULE if anneal else (0.0,)
-    free = coefs.detach().clone().requires_grad_(True)
+    low = anneal_dtype is not None and anneal_dtype != space.phi_t.dtype
+    space_low = (
+        RowSpace(space.phi_t.to(anneal_dtype), space.lam.to(anneal_dtype), space.n_samples)
+        if low
+        else space
+    )
     history: list[float] = []
     n_iter: list[int] = []
     converged = False
 
     for stage, eps in enumerate(schedule):
         stage_tol = tol if eps == 0.0 else anneal_tol
-        optimizer = torch.optim.LBFGS(
-            [free],
-            lr=1.0,
-            max_iter=max_iter,
-            max_eval=int(max_iter * 1.25) + 1,
-            tolerance_grad=0.0,
-            tolerance_change=stage_tol,
-            history_size=history_size,
-            line_search_fn="strong_wolfe",
-        )
+        stage_space = space if eps == 0.0 else space_low
+        start = coefs.detach().to(stage_space.phi_t.dtype)
 
-        def closure(eps: float = eps, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
-            with torch.no_grad():  # closed-form objective and gradient
-                tc, grad = row_space_objective(free.detach(), space, eps, reduce=reduce)
-            free.grad = -grad
+        def negated(
+            free: Tensor, eps: float = eps, stage_space: RowSpace = stage_space
+        ) -> tuple[Tensor, Tensor]:
+            tc, grad = row_space_objective(free, stage_space, eps, reduce=reduce)
             if not torch.isfinite(tc):
                 raise FloatingPointError("linear CorEx objective is not finite")
             history.append(float(tc))
-            return -tc
+            return -tc, -grad
 
-        optimizer.step(closure)
-        state = optimizer.state[free]
-        iters = int(state.get("n_iter", 0))
-        n_iter.append(iters)
-        converged = iters < max_iter
+        with torch.no_grad():  # closed-form objective and gradient
+            found = minimize_lbfgs(
+                negated, start, tol=stage_tol, max_iter=max_iter, history_size=history_size
+            )
+        coefs = found.x
+        n_iter.append(found.n_iter)
+        converged = found.converged
         if progress is not None:
-            progress(stage, eps, history[-1])
+            progress(stage, eps, -found.value)
     with torch.no_grad():
-        final = row_space_moments(free, space, 0.0, reduce=reduce)
+        final = row_space_moments(coefs, space, 0.0, reduce=reduce)
         tcs = (reduce or _identity)(variable_factor_mis(final).sum(-1)) - factor_information(final)
         order = torch.argsort(tcs, descending=True)
-        result = free.detach()[order].clone()
+        result = coefs[order].clone()
     return CorexFit(result, float(final.tc), n_iter, history, converged)
 
 
@@ -469,18 +474,17 @@ def row_space_objective(
         ``(objective, gradient)``: a scalar and ``(m, r)``.
     """
     reduce = reduce or _identity
-    psi = space.phi_t * space.spectrum(eps).sqrt()[:, None]  # (r, p)
-    p_free = coefs @ psi
+    root = space.spectrum(eps).sqrt()  # (r,)
     gram = coefs @ coefs.T
     g = gram.diagonal()
     c = torch.rsqrt(1.0 + g)
-    rho = p_free * c[:, None]
+    scale = c[:, None] * root  # rho = (coefs * scale) @ phi_t
+    rho = (coefs * scale) @ space.phi_t  # (m, p)
+    inv = (rho * rho).neg_().add_(1.0).reciprocal_()  # 1 / (1 - rho^2)
+    a = rho * inv
+    s = inv.sum(0) - rho.shape[0]  # sum_j rho^2 / (1 - rho^2) = sum_j (inv - 1)
     ry = gram * c[:, None] * c[None, :]
     ry.diagonal().fill_(1.0)
-    rho2 = rho * rho
-    inv = 1.0 / (1.0 - rho2)
-    a = rho * inv
-    s = (rho * a).sum(0)
     ra = ry @ a
     q = (a * ra).sum(0)
     big_m = 1.0 + q - s * s
@@ -488,12 +492,15 @@ def row_space_objective(
     objective = objective - 0.5 * torch.log1p(g).sum()  # 1/2 log(1 - u) = -1/2 log(1 + g)
     inv_m = 1.0 / big_m
     alpha = 1.0 / (1.0 + s) + s * inv_m
-    g_rho = (2.0 * alpha * rho - (1.0 + rho2) * ra * inv_m) * (inv * inv)
+    ra_m = ra * inv_m
+    # dF/drho = inv * (2 alpha a - (2 inv - 1) ra / M), as (1 + rho^2) inv^2 = (2 inv - 1) inv
+    g_rho = torch.addcmul(a * (2.0 * alpha) + ra_m, inv, ra_m, value=-2.0).mul_(inv)
     g_r = reduce(-0.5 * (a * inv_m) @ a.T)
     g_r.diagonal().fill_(0.0)
-    g_c = reduce((g_rho * p_free).sum(1)) + 2.0 * (g_r * gram * c[None, :]).sum(1)
+    g_scaled = reduce(g_rho @ space.phi_t.T)  # dF / d(coefs * scale), (m, r)
+    g_c = (g_scaled * coefs * root).sum(1) + 2.0 * (g_r * gram * c[None, :]).sum(1)
     g_g = -0.5 / (1.0 + g) - 0.5 * g_c * c**3
     g_gram = g_r * c[:, None] * c[None, :]
     g_gram.diagonal().copy_(g_g)
-    grad = reduce((g_rho * c[:, None]) @ psi.T) + (g_gram + g_gram.T) @ coefs
+    grad = g_scaled * scale + (g_gram + g_gram.T) @ coefs
     return objective, grad

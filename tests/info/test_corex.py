@@ -176,11 +176,13 @@ def test_derived_quantities():
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.6])
-def test_closed_form_gradient_equals_autograd(eps):
+@pytest.mark.parametrize("n_factors", [5, 20])  # 20 > the rank 14: more factors than samples
+def test_closed_form_gradient_equals_autograd(eps, n_factors):
     x = _standardized(15, 40, 13)
     space = row_space(x)
     gen = torch.Generator().manual_seed(14)
-    coefs = (0.5 * torch.randn(5, space.rank, generator=gen, dtype=torch.float64)).requires_grad_()
+    coefs = 0.5 * torch.randn(n_factors, space.rank, generator=gen, dtype=torch.float64)
+    coefs.requires_grad_()
     moments = row_space_moments(coefs, space, eps)
     (auto,) = torch.autograd.grad(moments.tc, coefs)
     value, grad = row_space_objective(coefs.detach(), space, eps)

@@ -16,9 +16,19 @@ def _modular(p: int, m: int, n: int, seed: int, n_test: int = 500):
 
 
 def test_recovers_planted_modules():
-    model, x, _ = _modular(60, 4, 400, 0)
-    est = LinearCorex(n_hidden=4, random_state=0).fit(x)
-    assert adjusted_rand_score(model.parents, est.clusters()) > 0.9
+    # a fit can end in a local optimum that merges two modules: 4 of 30 data sets with the
+    # default anneal_tol (seed 0 with the authors' linearcorex too, 1 of 30 there); running
+    # the annealing stages to 1e-4 recovers all 30, so judge both over ten data sets
+    aris, tight = [], []
+    for seed in range(10):
+        model, x, _ = _modular(60, 4, 400, seed)
+        tight_fit = LinearCorex(n_hidden=4, random_state=seed, anneal_tol=1e-4).fit(x)
+        tight.append(adjusted_rand_score(model.parents, tight_fit.clusters()))
+        est = LinearCorex(n_hidden=4, random_state=seed).fit(x)
+        aris.append(adjusted_rand_score(model.parents, est.clusters()))
+    assert min(tight) > 0.9
+    assert np.median(aris) > 0.95
+    assert sum(ari > 0.9 for ari in aris) >= 7
     assert est.components_.shape == (4, 60)
     assert np.all(np.diff(est.tcs_) <= 1e-12)  # sorted, largest first
     assert est.tc_ > 0
