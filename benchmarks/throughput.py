@@ -30,6 +30,8 @@ Run ``python benchmarks/throughput.py --help`` for the options; ``make bench`` r
 With ``--ablation`` a third classifier variant, ``lightning-bare`` (the same module with a
 training step that only computes the loss: no metrics, no ``self.log``, no finite-loss check),
 separates the cost of the Trainer loop from the cost of the module's per-step logging.
+``--fixed-cost`` times the three on a 16-8-10 MLP with batches of 4 on one thread, where the
+arithmetic is negligible, and prints the fixed cost per step of each part in milliseconds.
 """
 
 from __future__ import annotations
@@ -252,6 +254,68 @@ def lightning_fit(
 
 
 # --------------------------------------------------------------------------------------------
+# fixed cost per step: a network so small that the step's arithmetic is negligible
+# --------------------------------------------------------------------------------------------
+TINY_SHAPE = (1, 4, 4)
+TINY_NET_KWARGS = {"hidden": [8]}
+
+
+def tiny_plain_seconds(loader: DataLoader, lr: float) -> float:
+    """One epoch of the hand-written loop on the tiny MLP (16-8-10)."""
+    torch.manual_seed(SEED)
+    model = build_net("mlp", NUM_CLASSES, TINY_SHAPE, **TINY_NET_KWARGS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start = time.perf_counter()
+    for x, y, _index in loader:
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def tiny_lightning_seconds(module_class: type[Classifier], loader: DataLoader, lr: float) -> float:
+    """The second of two epochs of ``Trainer.fit`` on the tiny MLP (the first warms up)."""
+    hp = {"num_classes": NUM_CLASSES, "input_shape": TINY_SHAPE, "lr": lr}
+
+    def factory() -> Classifier:
+        return module_class(net="mlp", net_kwargs=TINY_NET_KWARGS, loss="ce", **hp)
+
+    return lightning_fit(factory, loader, 2, torch.device("cpu")).seconds[1]
+
+
+def fixed_cost(args: argparse.Namespace) -> None:
+    """Print the per-step time of the plain loop, the bare module and the Classifier.
+
+    On a 16-8-10 MLP with batches of 4 on one thread every variant's time is its fixed cost
+    per step (data loader, autograd and Adam calls for the plain loop); the differences are
+    Lightning's own loop (bare) and lit_info's training step (metrics, finite-loss windows).
+    """
+    torch.set_num_threads(1)
+    dataset = make_dataset(args.fixed_cost_steps * 4, TINY_SHAPE)
+    loader = make_loader(dataset, 4)
+    runs: dict[str, list[float]] = {"plain": [], "lightning-bare": [], "lightning": []}
+    tiny_plain_seconds(loader, args.lr)  # warm-up
+    for _ in range(args.repeats):
+        runs["plain"].append(tiny_plain_seconds(loader, args.lr))
+        runs["lightning-bare"].append(tiny_lightning_seconds(BareClassifier, loader, args.lr))
+        runs["lightning"].append(tiny_lightning_seconds(Classifier, loader, args.lr))
+    ms = {k: 1000.0 * statistics.median(v) / len(loader) for k, v in runs.items()}
+    print(
+        f"\nfixed cost per step (MLP 16-8-10, batch 4, 1 thread, {len(loader)} steps, median of "
+        f"{args.repeats} rounds)"
+    )
+    print(f"  plain loop                 {ms['plain']:.3f} ms")
+    print(
+        f"  Lightning, bare step       {ms['lightning-bare']:.3f} ms  "
+        f"(+{ms['lightning-bare'] - ms['plain']:.3f}: Lightning's loop)"
+    )
+    print(
+        f"  Lightning, Classifier      {ms['lightning']:.3f} ms  "
+        f"(+{ms['lightning'] - ms['lightning-bare']:.3f}: lit_info's training step)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------
 #: (Lightning variant, plain variant) pairs whose overhead is reported.
@@ -308,6 +372,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time 'lightning-bare' (classifier without metrics/logging in training_step)",
     )
     p.add_argument(
+        "--fixed-cost",
+        action="store_true",
+        help="also time the fixed cost per step on a tiny MLP (plain, bare module, Classifier)",
+    )
+    p.add_argument(
+        "--fixed-cost-steps", type=int, default=2048, help="steps per --fixed-cost epoch"
+    )
+    p.add_argument(
         "--device",
         default=None,
         choices=("cpu", "cuda"),
@@ -320,7 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit with status 1 when an overhead (percent) exceeds this value",
     )
     args = p.parse_args(argv)
-    for name in ("samples", "epochs", "repeats"):
+    for name in ("samples", "epochs", "repeats", "fixed_cost_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(b < 1 for b in args.batch_size):
@@ -446,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                     cpu[batch_size][plain], cpu[batch_size][lit], batch_size
                 )
                 print(f"{lit} cost per step {tag} (cpu time): {step_cost:.3f} ms")
+    if args.fixed_cost:
+        fixed_cost(args)
     if args.max_overhead is not None and worst > args.max_overhead:
         print(f"FAIL: overhead {worst:.1f}% above --max-overhead {args.max_overhead}%")
         return 1
