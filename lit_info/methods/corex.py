@@ -385,8 +385,11 @@ class LinearCorex(TransformerMixin, CorexEstimator):
                 raise ValueError(f"{name}: {field}={value!r}; must be a positive number")
         _check_choice(name, "gaussianize", self.gaussianize, GAUSSIANIZE)
         _check_choice(name, "dtype", self.dtype, tuple(DTYPES))
-        if self.anneal_dtype is not None:
-            _check_choice(name, "anneal_dtype", self.anneal_dtype, tuple(DTYPES))
+        if self.anneal_dtype is not None and self.anneal_dtype not in DTYPES:
+            raise ValueError(
+                f"{name}: anneal_dtype={self.anneal_dtype!r}; choose one of "
+                f"{', '.join(DTYPES)} or None (the dtype of the fit)"
+            )
 
     # -------------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None) -> LinearCorex:  # noqa: N803 (scikit-learn names)

@@ -1,12 +1,17 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from lit_info.info.corex import (
+    RowSpace,
     conditional_mean_weights,
     corex_moments,
     factor_information,
     factor_tcs,
+    fit_row_space,
+    initial_coefs,
     moments_covariance,
     row_space,
     row_space_moments,
@@ -188,3 +193,55 @@ def test_closed_form_gradient_equals_autograd(eps, n_factors):
     value, grad = row_space_objective(coefs.detach(), space, eps)
     assert float(value) == pytest.approx(float(moments.tc.detach()), rel=1e-13)
     assert torch.allclose(grad, auto, rtol=1e-10, atol=1e-13)
+
+
+class _ThreadAllReduce:
+    """An all-reduce (sum) between threads, standing in for processes with sharded columns."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier = threading.Barrier(world)
+        self.slots: list[torch.Tensor | None] = [None] * world
+
+    def for_rank(self, rank: int):
+        def reduce(value: torch.Tensor) -> torch.Tensor:
+            self.slots[rank] = value
+            self.barrier.wait()
+            total = sum(self.slots[1:], self.slots[0])  # the same order on every rank
+            self.barrier.wait()
+            return total
+
+        return reduce
+
+
+def test_variable_shards_with_an_all_reduce_give_the_unsharded_objective_and_fit():
+    x = _standardized(12, 30, 21)
+    space = row_space(x)
+    coefs = initial_coefs(6, space.rank, torch.Generator().manual_seed(3), x.dtype, "cpu")
+    shards = [
+        RowSpace(space.phi_t[:, :13], space.lam, 12),
+        RowSpace(space.phi_t[:, 13:], space.lam, 12),
+    ]
+    full_value, full_grad = row_space_objective(coefs, space, 0.3)
+    full_fit = fit_row_space(space, coefs, anneal_dtype=torch.float32)
+    comm = _ThreadAllReduce(2)
+    out: dict[int, tuple] = {}
+
+    def rank_main(rank: int) -> None:
+        reduce = comm.for_rank(rank)
+        value, grad = row_space_objective(coefs, shards[rank], 0.3, reduce=reduce)
+        fit = fit_row_space(shards[rank], coefs, anneal_dtype=torch.float32, reduce=reduce)
+        out[rank] = (value, grad, fit)
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(out) == [0, 1]
+    for value, grad, fit in out.values():
+        assert float(value) == pytest.approx(float(full_value), rel=1e-13)
+        assert torch.allclose(grad, full_grad, rtol=1e-10, atol=1e-13)
+        # the sums run in another order (float32 while annealing): the paths part by rounding,
+        # and both stop within the tolerance (1e-5 per iteration) of the same optimum
+        assert fit.tc == pytest.approx(full_fit.tc, abs=1e-4)
+    assert torch.equal(out[0][2].coefs, out[1][2].coefs)  # every rank took the same steps

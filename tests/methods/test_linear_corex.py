@@ -120,6 +120,7 @@ def test_gaussianizer_round_trip(kind):
         ({"n_hidden": 0}, "ok", "n_hidden=0"),
         ({"gaussianize": "rank"}, "ok", "gaussianize='rank'"),
         ({"dtype": "float16"}, "ok", "dtype='float16'"),
+        ({"anneal_dtype": "half"}, "ok", "anneal_dtype='half'.*or None"),
         ({"tol": 0}, "ok", "tol=0"),
         ({"n_threads": 0}, "ok", "n_threads=0"),
         ({}, "one", "1 sample"),
