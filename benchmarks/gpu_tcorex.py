@@ -9,7 +9,9 @@ the truth's, and where the largest change-point score falls (the true change is 
 periods 9 and 10).
 
     .venv/bin/python benchmarks/gpu_tcorex.py                     # p = 100,000 on cuda
-    .venv/bin/python benchmarks/gpu_tcorex.py --p 2000 --device cpu   # a quick check anywhere
+    .venv/bin/python benchmarks/gpu_tcorex.py --p 64 --m 4 --periods 4 --max-iter 30 --device cpu
+        # a check anywhere in seconds (tests/test_gpu_tcorex_script.py runs it); p = 2000 at
+        # the defaults takes more than 10 minutes on 2 CPU cores
 
 One prepared script for the lent GPU machine (``benchmarks/README.md``); it prints its numbers.
 """
