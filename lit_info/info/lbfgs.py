@@ -1,8 +1,9 @@
 """A lean full-batch L-BFGS for small smooth problems (the linear CorEx row-space fit).
 
 ``torch.optim.LBFGS`` spends about 45 small tensor operations per iteration on its
-two-loop recursion and strong-Wolfe search; on a problem of a few hundred parameters whose
-objective takes 0.4 ms, that bookkeeping cost as much as the objective. Here the direction
+two-loop recursion and strong-Wolfe search; on the CorEx fit with m = 32, r = 15, p = 512
+that bookkeeping took 0.29 ms per iteration beside 0.45 ms for the objective (0.17 ms
+here, measured on the same fit). Here the direction
 comes from the compact representation of the inverse BFGS matrix (Byrd, Nocedal and
 Schnabel, 1994: a fixed handful of operations whatever the memory), and the step from a
 bisection search for the strong Wolfe conditions (doubling until a bracket is found), which
