@@ -12,6 +12,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "execute_notebooks.py"
+#: what executing a notebook and its plots needs (the ``dev`` extra has them all).
+JUPYTER_MODULES = ("nbformat", "nbclient", "ipykernel", "matplotlib")
+
+
+def skip_without_jupyter() -> None:
+    """Skip the calling test module, naming the module missing, where Jupyter is absent."""
+    import pytest
+
+    for name in JUPYTER_MODULES:
+        pytest.importorskip(name)
 
 
 def execute_notebook(path: Path, tmp: Path, env: dict[str, str], timeout: int = 300) -> str:

@@ -7,18 +7,12 @@ refits the same model in this process and compares the scores.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
+from notebook_runs import ROOT, execute_notebook, skip_without_jupyter
 
-pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
-from notebook_runs import execute_notebook  # noqa: E402
+skip_without_jupyter()
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "corex_fmri.ipynb"
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from notebook_runs import ROOT, execute_notebook, skip_without_jupyter
 
-pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
-from notebook_runs import ROOT, execute_notebook  # noqa: E402
+skip_without_jupyter()
 
 NOTEBOOK = ROOT / "notebooks" / "mimic3_demo.ipynb"
 

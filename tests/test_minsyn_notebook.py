@@ -8,18 +8,13 @@ factors read the characters of non-words far above chance, one character tile ea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from notebook_runs import ROOT, execute_notebook, skip_without_jupyter
 
-pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
-from notebook_runs import execute_notebook  # noqa: E402
+skip_without_jupyter()
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "minsyn_words.ipynb"
 
 

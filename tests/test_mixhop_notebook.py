@@ -8,18 +8,12 @@ the checkpoint and checks the curve against the checkpoint's epoch.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
+from notebook_runs import ROOT, execute_notebook, skip_without_jupyter
 
-pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
-from notebook_runs import execute_notebook  # noqa: E402
+skip_without_jupyter()
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "mixhop_cora.ipynb"
 
 
